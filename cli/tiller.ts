@@ -1,0 +1,243 @@
+/**
+ * `tiller` — the engine from a terminal: inspect a graph, check the steering edit, generate text.
+ * Same engine code as the browser app; models come from a folder, a single .onnx file, or a Hub id.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { checkSteering, openCheckPair } from '../src/engine/check.ts';
+import { generate } from '../src/engine/generate.ts';
+import { loadModel, resolveBackend } from '../src/engine/load.ts';
+import { analyseGraph } from '../src/engine/onnx/analysis.ts';
+import { parseModel, typeName } from '../src/engine/onnx/model.ts';
+import type { Backend } from '../src/engine/runtime.ts';
+import { HubSource } from '../src/engine/sources/hub.ts';
+import { FolderSource } from '../src/engine/sources/node-folder.ts';
+import type { ModelSource } from '../src/engine/sources/source.ts';
+import { type Dtype, onnxFileForDtype, parseDtype, pickDtype } from '../src/engine/sources/variants.ts';
+import type { SteeringRow } from '../src/engine/steerable-model.ts';
+import { assertVectorFits, parseVectorFile } from '../src/engine/vector-file.ts';
+
+const USAGE = `usage:
+  tiller inspect <model> [--json] [--dtype D]
+  tiller check <model> [--dtype D] [--backend wasm|webgpu]
+  tiller generate <model> --prompt TEXT [--chat] [--system TEXT] [--dtype D] [--max-new-tokens N]
+                  [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
+                  [--vector FILE --layer L --strength A]
+
+<model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
+sets the server), or, for inspect and check, a single .onnx file.`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      json: { type: 'boolean' },
+      dtype: { type: 'string' },
+      backend: { type: 'string' },
+      hub: { type: 'string' },
+      revision: { type: 'string' },
+      prompt: { type: 'string' },
+      chat: { type: 'boolean' },
+      system: { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      'repetition-penalty': { type: 'string' },
+      seed: { type: 'string' },
+      vector: { type: 'string' },
+      layer: { type: 'string' },
+      strength: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (!command || values.help || command === 'help') {
+    console.log(USAGE);
+    return command ? 0 : 2;
+  }
+  const target = positionals[0];
+  if (!target) throw new UsageError(`${command} needs a model`);
+  const dtype = values.dtype ? parseDtype(values.dtype) : undefined;
+  const backend = values.backend ? parseBackend(values.backend) : 'wasm';
+
+  switch (command) {
+    case 'inspect': return inspect(target, dtype, values);
+    case 'check': return check(target, dtype, backend, values);
+    case 'generate': return generateCommand(target, dtype, backend, values);
+    default: throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function parseBackend(value: string): Backend {
+  if (value !== 'wasm' && value !== 'webgpu') throw new UsageError(`--backend must be wasm or webgpu, not "${value}"`);
+  return value;
+}
+
+function number(flags: Flags, name: string): number | undefined {
+  const value = flags[name];
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (typeof value !== 'string' || !Number.isFinite(parsed)) throw new UsageError(`--${name} must be a number, not "${value}"`);
+  return parsed;
+}
+
+async function sourceFor(target: string, flags: Flags): Promise<ModelSource> {
+  const info = await stat(target).catch(() => undefined);
+  if (info?.isDirectory()) return new FolderSource(target);
+  if (info) throw new UsageError(`${target} is a file: generate needs a model folder (with config.json and tokenizer.json) or a Hub id`);
+  if (!/^[\w.-]+\/[\w.-]+$/.test(target)) throw new UsageError(`${target} is neither a folder nor a Hub id (owner/name)`);
+  const baseUrl = (flags.hub as string | undefined) ?? process.env.TILLER_HUB_URL;
+  return new HubSource(target, { baseUrl, revision: flags.revision as string | undefined });
+}
+
+/** The graph to inspect or check: a single .onnx file, or the variant a model folder / Hub id offers. */
+async function openGraph(target: string, dtype: Dtype | undefined, flags: Flags) {
+  const info = await stat(target).catch(() => undefined);
+  if (info?.isFile()) {
+    const bytes = new Uint8Array(await readFile(target));
+    const readExternal = async (location: string) => {
+      const file = path.join(path.dirname(target), location);
+      return new Uint8Array(await readFile(file).catch(() => {
+        throw new Error(`${file} is missing: ${path.basename(target)} keeps its weights there, so it must sit beside the .onnx file`);
+      }));
+    };
+    return { id: target, file: path.basename(target), bytes, readExternal, config: {} as Record<string, number | undefined> };
+  }
+  const source = await sourceFor(target, flags);
+  const configBytes = await source.readOptionalFile('config.json');
+  const config = configBytes ? JSON.parse(new TextDecoder().decode(configBytes)) : {};
+  const file = onnxFileForDtype(dtype ?? pickDtype(await source.listOnnxFiles(), config));
+  const bytes = await source.readFile(file, progressPrinter());
+  const folder = file.slice(0, file.lastIndexOf('/') + 1);
+  return { id: source.id, file, bytes, readExternal: (location: string) => source.readFile(folder + location, progressPrinter()), config };
+}
+
+function progressPrinter() {
+  if (!process.stderr.isTTY) return undefined;
+  return (p: { file: string; loaded: number; total: number | undefined; done: boolean }) => {
+    const total = p.total ? ` / ${(p.total / 1e6).toFixed(1)} MB` : '';
+    process.stderr.write(`\r${p.file}: ${(p.loaded / 1e6).toFixed(1)} MB${total}${p.done ? '\n' : ''}`);
+  };
+}
+
+async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): Promise<number> {
+  const graph = await openGraph(target, dtype, flags);
+  const analysis = analyseGraph(parseModel(graph.bytes, graph.file), {
+    fileName: graph.file, numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size,
+  });
+  const report = {
+    model: graph.id,
+    file: graph.file,
+    flavour: analysis.flavour,
+    layerCount: analysis.layerCount,
+    hiddenSize: analysis.hiddenSize,
+    residualDtype: typeName(analysis.residualType),
+    layers: analysis.layers.map((site) => ({
+      layer: site.layer,
+      residual: site.residual ?? null,
+      materialised: Boolean(site.residual),
+      producedBy: `${site.node.opType} ${site.node.name}`.trim(),
+      steeredInput: site.node.inputs[site.branchInput],
+      dtype: typeName(site.elemType),
+    })),
+    inputs: {
+      inputIds: typeName(analysis.inputIds.elemType),
+      attentionMask: Boolean(analysis.attentionMask),
+      positionIds: Boolean(analysis.positionIds),
+      numLogitsToKeep: Boolean(analysis.numLogitsToKeep),
+      unknown: analysis.unknownInputs,
+    },
+    kvCache: analysis.kv.map((entry) => ({ layer: entry.layer, key: entry.keyInput, value: entry.valueInput, dtype: typeName(entry.elemType), shape: entry.shape })),
+    externalData: analysis.externalDataFiles,
+  };
+  if (flags.json) {
+    console.log(JSON.stringify(report, null, 2));
+    return 0;
+  }
+  console.log(`${report.model} (${report.file})`);
+  console.log(`flavour      ${report.flavour === 'torch' ? 'torch (residual Adds)' : 'fused (Skip*LayerNormalization output 3)'}`);
+  console.log(`layers       ${report.layerCount}`);
+  console.log(`hidden size  ${report.hiddenSize}`);
+  console.log(`residual     ${report.residualDtype}`);
+  console.log(`inputs       input_ids ${report.inputs.inputIds}${report.inputs.positionIds ? ', position_ids' : ''}${report.inputs.numLogitsToKeep ? ', num_logits_to_keep' : ''}`);
+  console.log(`kv cache     ${analysis.kv.length} layers, ${report.kvCache[0].dtype} [${report.kvCache[0].shape.join(', ')}]`);
+  if (report.externalData.length) console.log(`data files   ${report.externalData.join(', ')}`);
+  console.log('residual after each layer:');
+  for (const layer of report.layers) {
+    console.log(`  ${String(layer.layer).padStart(3)}  ${layer.residual ?? '(not materialised: Tiller adds residual + branch beside the final norm)'}  ← ${layer.producedBy}`);
+  }
+  return 0;
+}
+
+async function check(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  const graph = await openGraph(target, dtype, flags);
+  const { analysis, original: reference, instrumented } = await openCheckPair(
+    graph.bytes, graph.file, graph.readExternal, backend, graph.config,
+    { numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size },
+  );
+  const report = await checkSteering(reference, instrumented);
+  console.log(`${graph.id}: ${analysis.flavour} graph, ${analysis.layerCount} layers, ${typeName(analysis.residualType)} residual, ${backend}`);
+  console.log(`zero steering: largest logit difference ${report.zeroSteeringMaxDiff.toExponential(2)} (tolerance ${report.zeroSteeringTolerance.toExponential(2)}) ${report.zeroSteeringMaxDiff <= report.zeroSteeringTolerance ? 'ok' : 'FAIL'}`);
+  for (const layer of report.layers) {
+    console.log(`layer ${layer.layer}: steering by v moves the residual by v ± ${layer.maxError.toExponential(2)} (tolerance ${layer.tolerance.toExponential(2)}) ${layer.ok ? 'ok' : 'FAIL'}`);
+  }
+  console.log(report.ok ? 'check passed' : 'check FAILED');
+  await reference.dispose();
+  await instrumented.dispose();
+  return report.ok ? 0 : 1;
+}
+
+async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
+  const source = await sourceFor(target, flags);
+  const model = await loadModel(source, { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
+  const rows: SteeringRow[] = [[]];
+  if (flags.vector) {
+    const file = parseVectorFile(await readFile(flags.vector as string, 'utf8'), flags.vector as string);
+    assertVectorFits(file, model.info);
+    const layer = number(flags, 'layer') ?? (file.directions.length === 1 ? file.directions[0].layer : undefined);
+    if (layer === undefined) throw new UsageError(`${flags.vector} holds directions for layers ${file.directions.map((d) => d.layer).join(', ')}: choose one with --layer`);
+    const direction = file.directions.find((d) => d.layer === layer);
+    if (!direction) throw new UsageError(`${flags.vector} has no direction for layer ${layer} (it has ${file.directions.map((d) => d.layer).join(', ')})`);
+    const strength = number(flags, 'strength') ?? 1;
+    rows[0] = [{ layer, vector: direction.vector.map((v) => v * strength) }];
+  }
+  const prompt = flags.prompt;
+  const messages = flags.chat
+    ? [...(typeof flags.system === 'string' ? [{ role: 'system', content: flags.system }] : []), { role: 'user', content: prompt }]
+    : undefined;
+  const result = await generate(model, {
+    prompt: messages ? undefined : prompt,
+    messages,
+    maxNewTokens: number(flags, 'max-new-tokens') ?? 128,
+    sampling: {
+      temperature: number(flags, 'temperature') ?? 0,
+      topK: number(flags, 'top-k'),
+      topP: number(flags, 'top-p'),
+      repetitionPenalty: number(flags, 'repetition-penalty'),
+      seed: number(flags, 'seed') ?? 0,
+    },
+    rows,
+  }, { onToken: (event) => process.stdout.write(event.text) });
+  process.stdout.write('\n');
+  if (result.truncatedPromptTokens) console.error(`note: the prompt was cut by ${result.truncatedPromptTokens} tokens to fit the ${model.contextLength}-token context`);
+  console.error(`${result.rows[0].tokenIds.length} tokens, ${result.tokensPerSecond.toFixed(1)} tokens/s (${model.backend})`);
+  await model.dispose();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: Error) => {
+    console.error(`tiller: ${error.message}`);
+    if (error instanceof UsageError) console.error(USAGE);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);

@@ -1,0 +1,34 @@
+import { defineConfig } from '@playwright/test';
+import path from 'node:path';
+
+const sharedModels = process.env.TILLER_SHARED_MODELS ?? path.resolve(import.meta.dirname, '../shared/models');
+const port = 4179;
+
+export default defineConfig({
+  testDir: 'tests/browser',
+  timeout: 180_000,
+  workers: 1,
+  reporter: [['list'], ['json', { outputFile: '.reports/playwright.json' }]],
+  use: {
+    baseURL: `http://127.0.0.1:${port}`,
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--enable-unsafe-webgpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+        '--disable-quic',
+      ],
+    },
+  },
+  webServer: {
+    command: `npx vite build && npx vite preview --port ${port} --strictPort --host 127.0.0.1`,
+    url: `http://127.0.0.1:${port}`,
+    timeout: 180_000,
+    reuseExistingServer: false,
+    env: { TILLER_MODELS_DIR: sharedModels },
+  },
+});

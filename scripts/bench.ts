@@ -1,0 +1,119 @@
+/**
+ * `npm run bench [-- --quick]`: side-by-side measurements in one run, in Node on ONNX Runtime's WASM backend.
+ *  - load: parse + analysis + surgery, and session creation, vs a session from the unmodified file;
+ *    peak RSS of each, each in a fresh process;
+ *  - decode speed: greedy tokens/s of the unmodified graph, the instrumented graph at zero steering, and
+ *    the instrumented graph with one layer steered; the ratio instrumented/unmodified (target ≥ 0.97).
+ * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openCheckPair } from '../src/engine/check.ts';
+import { openSession, prepareGraph } from '../src/engine/load.ts';
+import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
+import { createSession } from '../src/engine/runtime.ts';
+import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
+import { SHARED, sharedGraphPath } from '../tests/support/models.ts';
+
+type ModelName = keyof typeof SHARED;
+const quick = process.argv.includes('--quick');
+const steps = quick ? 16 : 128;
+const repeats = quick ? 1 : 3;
+
+function readGraph(name: ModelName) {
+  const file = sharedGraphPath(name);
+  const readExternal = async (location: string) => new Uint8Array(readFileSync(path.join(path.dirname(file), location)));
+  return { file, bytes: new Uint8Array(readFileSync(file)), readExternal };
+}
+
+/** Child mode: load once, print timings and this process's peak RSS. */
+async function loadChild(name: ModelName, instrumented: boolean) {
+  const { file, bytes, readExternal } = readGraph(name);
+  const started = performance.now();
+  if (instrumented) {
+    const prepared = await prepareGraph(bytes, path.basename(file), readExternal);
+    const surgeryMs = performance.now() - started;
+    await openSession(prepared, 'wasm');
+    return { surgeryMs, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024 };
+  }
+  const external = [];
+  for (const location of externalDataFiles(parseModel(bytes, file))) external.push({ path: location, data: await readExternal(location) });
+  const afterPrepare = performance.now();
+  await createSession({ graph: bytes, externalData: external }, 'wasm', []);
+  return { surgeryMs: 0, totalMs: performance.now() - afterPrepare, peakRssMb: process.resourceUsage().maxRSS / 1024 };
+}
+
+async function decodeTokensPerSecond(model: SteerableModel, steering: SteeringRow | undefined): Promise<number> {
+  const prompt = Array.from({ length: 8 }, (_, i) => 10 + i);
+  const rows = steering ? [steering] : undefined;
+  let best = 0;
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    let result = await model.forward({ tokens: [prompt], steering: rows, keepCache: true });
+    const started = performance.now();
+    for (let step = 0; step < steps; step++) {
+      const logits = result.logits!;
+      let next = 0;
+      for (let i = 1; i < logits.length; i++) if (logits[i] > logits[next]) next = i;
+      result = await model.forward({ tokens: [[next]], past: result.cache, steering: rows, keepCache: true });
+    }
+    model.releaseCache(result.cache);
+    best = Math.max(best, (steps * 1000) / (performance.now() - started));
+  }
+  return best;
+}
+
+async function benchModel(name: ModelName) {
+  const script = process.argv[1];
+  const child = (mode: string) =>
+    JSON.parse(execFileSync(process.execPath, [...process.execArgv, script, '--child', name, mode], { encoding: 'utf8' }).trim().split('\n').pop()!);
+  const loadPlain = child('plain');
+  const loadInstrumented = child('instrumented');
+
+  const { bytes, readExternal, file } = readGraph(name);
+  const { original, instrumented, analysis } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm');
+  const layer = Math.floor(analysis.layerCount / 2);
+  const vector = Float32Array.from({ length: analysis.hiddenSize }, (_, i) => Math.sin(i) * 0.5);
+  // Interleave the three so drift on a shared machine hits them alike.
+  const plainTps = await decodeTokensPerSecond(original, undefined);
+  const zeroTps = await decodeTokensPerSecond(instrumented, undefined);
+  const steeredTps = await decodeTokensPerSecond(instrumented, [{ layer, vector }]);
+  await original.dispose();
+  await instrumented.dispose();
+  return {
+    model: SHARED[name].folder,
+    layers: analysis.layerCount,
+    load: { plain: loadPlain, instrumented: loadInstrumented },
+    tokensPerSecond: { unmodified: plainTps, instrumentedZero: zeroTps, instrumentedSteered: steeredTps },
+    steeredLayer: layer,
+    steeringOverheadRatio: steeredTps / plainTps,
+  };
+}
+
+async function main() {
+  const childIndex = process.argv.indexOf('--child');
+  if (childIndex >= 0) {
+    const [name, mode] = process.argv.slice(childIndex + 1) as [ModelName, string];
+    console.log(JSON.stringify(await loadChild(name, mode === 'instrumented')));
+    return;
+  }
+  const results = [];
+  for (const name of ['stories', 'builder'] as ModelName[]) results.push(await benchModel(name));
+  const machine = `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, Node ${process.version}`;
+  console.log(`\nTiller bench (${quick ? 'quick' : 'full'}): Node, WASM backend, ${machine}; ${steps} greedy decode steps, best of ${repeats}`);
+  console.log('model                           | load plain ms | load+surgery ms (surgery) | peak RSS MB plain / instr. | tok/s plain | zero | steered | ratio (target ≥ 0.97)');
+  for (const r of results) {
+    console.log(
+      `${r.model.padEnd(31)} | ${r.load.plain.totalMs.toFixed(0).padStart(13)} | ${`${r.load.instrumented.totalMs.toFixed(0)} (${r.load.instrumented.surgeryMs.toFixed(1)})`.padStart(25)} | ` +
+        `${`${r.load.plain.peakRssMb.toFixed(0)} / ${r.load.instrumented.peakRssMb.toFixed(0)}`.padStart(26)} | ` +
+        `${r.tokensPerSecond.unmodified.toFixed(0).padStart(11)} | ${r.tokensPerSecond.instrumentedZero.toFixed(0).padStart(4)} | ` +
+        `${r.tokensPerSecond.instrumentedSteered.toFixed(0).padStart(7)} | ${r.steeringOverheadRatio.toFixed(3)} ${r.steeringOverheadRatio >= 0.97 ? 'met' : 'NOT met'}`,
+    );
+  }
+  mkdirSync('.reports', { recursive: true });
+  writeFileSync('.reports/bench.json', JSON.stringify({ date: new Date().toISOString(), machine, quick, steps, repeats, results }, null, 2));
+  console.log('wrote .reports/bench.json');
+}
+
+await main();

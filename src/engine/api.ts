@@ -1,0 +1,113 @@
+/**
+ * The engine as one typed API: what the web worker exposes to the page through comlink, and what
+ * other front ends can call directly. Holds at most one model; every call that can take long can be
+ * cancelled by the job id its caller chose.
+ */
+import { type GenerateRequest, type GenerateResult, type TokenEvent, generate } from './generate.ts';
+import { type CaptureResult, type Reduction, captureHiddenStates } from './hidden-states.ts';
+import { loadModel } from './load.ts';
+import { type Backend, type BackendSupport, detectBackends } from './runtime.ts';
+import { PickedFilesSource } from './sources/files.ts';
+import { HubSource } from './sources/hub.ts';
+import type { FileProgress, ModelSource } from './sources/source.ts';
+import type { Dtype } from './sources/variants.ts';
+import type { ModelInfo, SteerableModel } from './steerable-model.ts';
+import type { ChatMessage } from './tokenizer.ts';
+
+export type ModelLocation =
+  /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
+  | { kind: 'hub'; repo: string; baseUrl?: string; revision?: string }
+  /** Files the user picked (a model folder), paths relative to the folder. */
+  | { kind: 'files'; files: { path: string; file: Blob }[] };
+
+export interface LoadRequest {
+  location: ModelLocation;
+  dtype?: Dtype;
+  backend?: Backend | 'auto';
+}
+
+export interface CaptureTextRequest {
+  /** Raw texts, or chat conversations rendered with the chat template. */
+  prompts: (string | ChatMessage[])[];
+  layers: number[];
+  reduce: Reduction;
+  ranges?: ([number, number] | undefined)[];
+  batchSize?: number;
+}
+
+export interface TillerEngine {
+  backends(): Promise<BackendSupport>;
+  load(jobId: string, request: LoadRequest, onProgress?: (p: FileProgress) => void): Promise<ModelInfo>;
+  info(): ModelInfo | undefined;
+  tokenize(text: string): number[];
+  generate(jobId: string, request: GenerateRequest, onToken?: (event: TokenEvent) => void): Promise<GenerateResult>;
+  captureHiddenStates(jobId: string, request: CaptureTextRequest, onProgress?: (done: number, total: number) => void): Promise<CaptureResult>;
+  cancel(jobId: string): void;
+  unload(): Promise<void>;
+}
+
+export function createEngine(): TillerEngine {
+  let model: SteerableModel | undefined;
+  const jobs = new Map<string, AbortController>();
+
+  const loaded = (): SteerableModel => {
+    if (!model) throw new Error('no model is loaded: load one first');
+    return model;
+  };
+  const withJob = async <T>(jobId: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+    const controller = new AbortController();
+    jobs.get(jobId)?.abort();
+    jobs.set(jobId, controller);
+    try {
+      return await run(controller.signal);
+    } finally {
+      if (jobs.get(jobId) === controller) jobs.delete(jobId);
+    }
+  };
+  const sourceFor = (location: ModelLocation): ModelSource =>
+    location.kind === 'hub'
+      ? new HubSource(location.repo, { baseUrl: location.baseUrl, revision: location.revision })
+      : new PickedFilesSource(location.files);
+
+  return {
+    backends: detectBackends,
+
+    load: (jobId, request, onProgress) =>
+      withJob(jobId, async (signal) => {
+        const next = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: request.backend, onProgress, signal });
+        await model?.dispose();
+        model = next;
+        return next.info;
+      }),
+
+    info: () => model?.info,
+
+    tokenize: (text) => {
+      const tokenizer = loaded().tokenizer;
+      if (!tokenizer) throw new Error(`${loaded().id} has no tokenizer`);
+      return tokenizer.encode(text);
+    },
+
+    generate: (jobId, request, onToken) => withJob(jobId, (signal) => generate(loaded(), request, { onToken, signal })),
+
+    captureHiddenStates: (jobId, request, onProgress) =>
+      withJob(jobId, (signal) => {
+        const current = loaded();
+        const tokenizer = current.tokenizer;
+        if (!tokenizer) throw new Error(`${current.id} has no tokenizer`);
+        const prompts = request.prompts.map((prompt) =>
+          typeof prompt === 'string'
+            ? tokenizer.encode(prompt)
+            : tokenizer.encode(tokenizer.applyChatTemplate(prompt, { addGenerationPrompt: false }), { addSpecialTokens: false }),
+        );
+        return captureHiddenStates(current, { ...request, prompts }, { onProgress, signal });
+      }),
+
+    cancel: (jobId) => jobs.get(jobId)?.abort(),
+
+    unload: async () => {
+      await model?.dispose();
+      model = undefined;
+    },
+  };
+}

@@ -1,0 +1,168 @@
+/**
+ * The generation loop: every batch row shares one prompt and carries its own steering, so several
+ * strengths decode side by side for little more than the cost of one. Prefill, then one token per
+ * step with the KV cache fed back; tokens stream as they are decoded.
+ */
+import { type SamplingOptions, chooseToken, createRng } from './sampling.ts';
+import type { SteerableModel, SteeringRow } from './steerable-model.ts';
+import { TokenTextStream } from './text-stream.ts';
+import type { ChatMessage } from './tokenizer.ts';
+
+export interface GenerateRequest {
+  /** Raw prompt, used as is (the tokenizer adds BOS where it always does). */
+  prompt?: string;
+  /** Chat messages, rendered with the tokenizer's chat template (generation prompt added). */
+  messages?: ChatMessage[];
+  /** Extra chat template variables, e.g. `{ enable_thinking: false }`. */
+  chatContext?: Record<string, unknown>;
+  /** Token ids instead of text. */
+  promptIds?: number[];
+  maxNewTokens?: number;
+  sampling?: SamplingOptions;
+  /** One entry per batch row (default: one unsteered row). */
+  rows?: SteeringRow[];
+  /** Steer the prompt's positions too (default), or only the generated ones. */
+  steerPrompt?: boolean;
+}
+
+export interface TokenEvent {
+  row: number;
+  tokenId: number;
+  /** Text that became final with this token ('' while a multi-byte character is incomplete). */
+  text: string;
+  step: number;
+}
+
+export type FinishReason = 'eos' | 'length' | 'cancelled';
+
+export interface GeneratedRow {
+  tokenIds: number[];
+  text: string;
+  finishReason: FinishReason;
+}
+
+export interface GenerateResult {
+  rows: GeneratedRow[];
+  promptIds: number[];
+  /** Prompt tokens dropped from the start to fit the context window. */
+  truncatedPromptTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  /** Decoded tokens per second per row (prefill excluded). */
+  tokensPerSecond: number;
+}
+
+export interface GenerateControls {
+  onToken?: (event: TokenEvent) => void;
+  /** Checked before every step: generation stops within one step of an abort. */
+  signal?: AbortSignal;
+}
+
+export class NonFiniteLogitsError extends Error {}
+
+export function promptTokenIds(model: SteerableModel, request: GenerateRequest): number[] {
+  if (request.promptIds) return request.promptIds;
+  const tokenizer = model.tokenizer;
+  if (!tokenizer) throw new Error(`${model.id} has no tokenizer.json: pass token ids instead of text`);
+  if (request.messages) {
+    const text = tokenizer.applyChatTemplate(request.messages, { addGenerationPrompt: true, extraContext: request.chatContext });
+    // The template writes the special tokens itself.
+    return tokenizer.encode(text, { addSpecialTokens: false });
+  }
+  return tokenizer.encode(request.prompt ?? '');
+}
+
+export async function generate(model: SteerableModel, request: GenerateRequest, controls: GenerateControls = {}): Promise<GenerateResult> {
+  const rows = request.rows && request.rows.length > 0 ? request.rows : [[]];
+  const batch = rows.length;
+  const sampling = request.sampling ?? {};
+  const steerPrompt = request.steerPrompt ?? true;
+  const eos = new Set(model.eosTokenIds);
+
+  let promptIds = promptTokenIds(model, request);
+  if (promptIds.length === 0) throw new Error('the prompt is empty and the tokenizer adds no BOS token: give at least one token');
+  let maxNewTokens = Math.max(1, request.maxNewTokens ?? 64);
+  const room = model.contextLength;
+  let truncatedPromptTokens = 0;
+  if (promptIds.length + maxNewTokens > room) {
+    maxNewTokens = Math.max(1, Math.min(maxNewTokens, room - Math.min(promptIds.length, room - 1)));
+    const keep = room - maxNewTokens;
+    if (promptIds.length > keep) {
+      truncatedPromptTokens = promptIds.length - keep;
+      promptIds = promptIds.slice(-keep);
+    }
+  }
+
+  const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
+  const streams = rows.map(() => new TokenTextStream(decode));
+  const generated: number[][] = rows.map(() => []);
+  const finish: (FinishReason | undefined)[] = rows.map(() => undefined);
+  // Same seed in every row, so rows differ only by their steering.
+  const random = rows.map(() => createRng(sampling.seed ?? 0));
+
+  const started = performance.now();
+  let prefillMs = 0;
+  let cache = undefined as Awaited<ReturnType<SteerableModel['forward']>>['cache'];
+  let input = rows.map(() => promptIds);
+  try {
+    for (let step = 0; step < maxNewTokens; step++) {
+      if (controls.signal?.aborted) {
+        finish.forEach((reason, row) => (finish[row] = reason ?? 'cancelled'));
+        break;
+      }
+      const result = await model.forward({
+        tokens: input,
+        past: cache,
+        steering: step === 0 && !steerPrompt ? undefined : rows,
+        logits: 'last',
+        keepCache: true,
+      });
+      cache = result.cache;
+      if (step === 0) prefillMs = performance.now() - started;
+      const logits = result.logits!;
+      const vocab = logits.length / batch;
+      const next: number[][] = [];
+      for (let row = 0; row < batch; row++) {
+        const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
+        if (finish[row]) {
+          next.push([generated[row].at(-1) ?? promptIds.at(-1)!]);
+          continue;
+        }
+        if (rowLogits.some((v) => !Number.isFinite(v))) {
+          throw new NonFiniteLogitsError(
+            `row ${row} produced non-finite logits at step ${step}: the steering is too strong for this model. ` +
+              'Lower the strength (a relative strength within ±1 of the layer\'s residual norm is a safe range).',
+          );
+        }
+        const token = chooseToken(rowLogits, [...promptIds, ...generated[row]], sampling, random[row]);
+        next.push([token]);
+        if (eos.has(token)) {
+          finish[row] = 'eos';
+          continue;
+        }
+        generated[row].push(token);
+        const text = streams[row].push(token);
+        controls.onToken?.({ row, tokenId: token, text, step });
+        if (generated[row].length >= maxNewTokens) finish[row] = 'length';
+      }
+      if (finish.every(Boolean)) break;
+      input = next;
+    }
+  } finally {
+    model.releaseCache(cache);
+  }
+  const decodeMs = performance.now() - started - prefillMs;
+  for (let row = 0; row < batch; row++) {
+    const tail = streams[row].flush();
+    if (tail) controls.onToken?.({ row, tokenId: -1, text: tail, step: generated[row].length });
+  }
+  const decodedSteps = Math.max(...generated.map((ids) => ids.length)) - 1;
+  return {
+    rows: generated.map((tokenIds, row) => ({ tokenIds, text: streams[row].text, finishReason: finish[row] ?? 'length' })),
+    promptIds,
+    truncatedPromptTokens,
+    prefillMs,
+    decodeMs,
+    tokensPerSecond: decodedSteps > 0 ? (decodedSteps * 1000) / decodeMs : 0,
+  };
+}

@@ -1,0 +1,164 @@
+/**
+ * Makes a decoder steerable by editing its protobuf bytes:
+ *  - one steering input per instrumented layer, `[batch, 1 or sequence, hidden]` in the residual's
+ *    type, added to the branch input of the node that makes that layer's residual, so both the
+ *    residual and the normalised output that feeds the next sub-block see it (zeros are an identity);
+ *  - one hidden-state output per layer, adding `residual + branch` beside the fused final norm where
+ *    the graph never materialises the last residual;
+ *  - large embedded initializers rewritten as external data pointing at the original file's bytes,
+ *    so a single-file model is passed to ONNX Runtime once and never copied.
+ * Every field the edit does not touch is copied byte for byte.
+ */
+import type { GraphAnalysis } from './analysis.ts';
+import type { OnnxModel, OnnxNode, OnnxTensor } from './model.ts';
+import { ProtoWriter, fields } from './proto.ts';
+
+export interface SurgeryOptions {
+  /** File name the graph was loaded as: externalised initializers point at it. */
+  fileName: string;
+  /** Layers that get a steering input (default: all). */
+  steerLayers?: number[];
+  /** Embedded initializers at least this large become external data (default 1 KiB). */
+  externalizeMinBytes?: number;
+}
+
+export interface SurgeryResult {
+  /** The edited model: graph only, where weights were embedded. */
+  bytes: Uint8Array;
+  /** Layer → name of its steering input. */
+  steeringInputs: Map<number, string>;
+  /** Layer → name of the output holding its residual. */
+  hiddenOutputs: Map<number, string>;
+  /** Set when initializers were externalised: pass `{ path, data: original bytes }` to ONNX Runtime. */
+  selfReference?: string;
+}
+
+// Graph and node field numbers (onnx.proto3).
+const GRAPH_NODE = 1;
+const GRAPH_INITIALIZER = 5;
+const GRAPH_INPUT = 11;
+const GRAPH_OUTPUT = 12;
+const NODE_INPUT = 1;
+const TENSOR_RAW_DATA = 9;
+const TENSOR_EXTERNAL_DATA = 13;
+const TENSOR_DATA_LOCATION = 14;
+const DATA_LOCATION_EXTERNAL = 1;
+
+export const steeringInputName = (layer: number) => `tiller.steer.${layer}`;
+
+export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, options: SurgeryOptions): SurgeryResult {
+  const { bytes, graph } = model;
+  const steerLayers = new Set(options.steerLayers ?? analysis.layers.map((site) => site.layer));
+  const minBytes = options.externalizeMinBytes ?? 1024;
+  const batchDim = graph.inputs.find((i) => i.name === analysis.inputIds.name)?.shape?.[0];
+
+  const replacedNodes = new Map<number, Uint8Array>();
+  const addedNodes: Uint8Array[] = [];
+  const addedInputs: Uint8Array[] = [];
+  const addedOutputs: Uint8Array[] = [];
+  const steeringInputs = new Map<number, string>();
+  const hiddenOutputs = new Map<number, string>();
+
+  for (const site of analysis.layers) {
+    let branch = site.node.inputs[site.branchInput];
+    if (steerLayers.has(site.layer)) {
+      const steer = steeringInputName(site.layer);
+      const steered = `tiller.steered_branch.${site.layer}`;
+      addedInputs.push(encodeTensorValueInfo(steer, site.elemType, [
+        typeof batchDim === 'string' ? batchDim : 'batch_size', 'steer_length', analysis.hiddenSize,
+      ]));
+      addedNodes.push(encodeNode('Add', `tiller/steer_${site.layer}`, [branch, steer], [steered]));
+      replacedNodes.set(site.node.index, replaceNodeInput(bytes, site.node, site.branchInput, steered));
+      steeringInputs.set(site.layer, steer);
+      branch = steered;
+    }
+    let residual = site.residual;
+    if (!residual) {
+      residual = `tiller.residual.${site.layer}`;
+      addedNodes.push(encodeNode('Add', `tiller/residual_${site.layer}`, [site.node.inputs[site.residualInput], branch], [residual]));
+    }
+    // Declared by name only: ONNX Runtime infers its type and shape.
+    addedOutputs.push(new ProtoWriter().string(1, residual).finish());
+    hiddenOutputs.set(site.layer, residual);
+  }
+
+  const replacedInitializers = new Map<number, Uint8Array>();
+  for (const tensor of graph.initializers) {
+    if (tensor.rawData && tensor.rawData.end - tensor.rawData.start >= minBytes) {
+      replacedInitializers.set(tensor.index, externalizeTensor(bytes, tensor, options.fileName));
+    }
+  }
+
+  const graphWriter = new ProtoWriter();
+  let nodeIndex = 0;
+  let initializerIndex = 0;
+  for (const field of fields(bytes, graph.start, graph.end)) {
+    let replacement: Uint8Array | undefined;
+    if (field.number === GRAPH_NODE) replacement = replacedNodes.get(nodeIndex++);
+    else if (field.number === GRAPH_INITIALIZER) replacement = replacedInitializers.get(initializerIndex++);
+    if (replacement) graphWriter.bytes(field.number, replacement);
+    else graphWriter.raw(bytes.subarray(field.start, field.end));
+  }
+  // ONNX Runtime sorts nodes topologically itself, so appended nodes may come last.
+  for (const node of addedNodes) graphWriter.bytes(GRAPH_NODE, node);
+  for (const input of addedInputs) graphWriter.bytes(GRAPH_INPUT, input);
+  for (const output of addedOutputs) graphWriter.bytes(GRAPH_OUTPUT, output);
+
+  const modelWriter = new ProtoWriter();
+  for (const field of fields(bytes)) {
+    if (field.start === model.graphField.start) modelWriter.bytes(field.number, graphWriter.finish());
+    else modelWriter.raw(bytes.subarray(field.start, field.end));
+  }
+  return {
+    bytes: modelWriter.finish(),
+    steeringInputs,
+    hiddenOutputs,
+    selfReference: replacedInitializers.size > 0 ? options.fileName : undefined,
+  };
+}
+
+function encodeNode(opType: string, name: string, inputs: string[], outputs: string[]): Uint8Array {
+  const writer = new ProtoWriter();
+  for (const input of inputs) writer.string(1, input);
+  for (const output of outputs) writer.string(2, output);
+  return writer.string(3, name).string(4, opType).finish();
+}
+
+function encodeTensorValueInfo(name: string, elemType: number, shape: (number | string)[]): Uint8Array {
+  return new ProtoWriter()
+    .string(1, name)
+    .message(2, (type) => type.message(1, (tensor) => {
+      tensor.int(1, elemType);
+      tensor.message(2, (shapeWriter) => {
+        for (const dim of shape) {
+          shapeWriter.message(1, (d) => (typeof dim === 'number' ? d.int(1, dim) : d.string(2, dim)));
+        }
+      });
+    }))
+    .finish();
+}
+
+/** The node with one input renamed; inputs are written first, in order, then every other field as it was. */
+function replaceNodeInput(bytes: Uint8Array, node: OnnxNode, index: number, name: string): Uint8Array {
+  const writer = new ProtoWriter();
+  node.inputs.forEach((input, i) => writer.string(NODE_INPUT, i === index ? name : input));
+  for (const field of fields(bytes, node.start, node.end)) {
+    if (field.number !== NODE_INPUT) writer.raw(bytes.subarray(field.start, field.end));
+  }
+  return writer.finish();
+}
+
+function externalizeTensor(bytes: Uint8Array, tensor: OnnxTensor, location: string): Uint8Array {
+  const raw = tensor.rawData!;
+  const writer = new ProtoWriter();
+  for (const field of fields(bytes, tensor.start, tensor.end)) {
+    if (field.number === TENSOR_RAW_DATA || field.number === TENSOR_EXTERNAL_DATA || field.number === TENSOR_DATA_LOCATION) continue;
+    writer.raw(bytes.subarray(field.start, field.end));
+  }
+  const entry = (key: string, value: string) =>
+    writer.message(TENSOR_EXTERNAL_DATA, (e) => e.string(1, key).string(2, value));
+  entry('location', location);
+  entry('offset', String(raw.start));
+  entry('length', String(raw.end - raw.start));
+  return writer.int(TENSOR_DATA_LOCATION, DATA_LOCATION_EXTERNAL).finish();
+}

@@ -1,0 +1,269 @@
+/**
+ * A loaded, instrumented decoder and its one forward pass. Everything else (generation, hidden-state
+ * capture, checks) is a loop around `forward`.
+ */
+import type { GraphAnalysis } from './onnx/analysis.ts';
+import { TensorType } from './onnx/model.ts';
+import { FLOAT16_MAX, float16ToFloat32, float32ToFloat16 } from './float16.ts';
+import { type Backend, ort } from './runtime.ts';
+import type { TextTokenizer } from './tokenizer.ts';
+
+/** What one batch row adds to the residual: absolute vectors (already scaled) at chosen layers. */
+export type SteeringRow = { layer: number; vector: ArrayLike<number> }[];
+
+/** The KV cache between steps: past tensors by input name (GPU buffers on WebGPU). */
+export interface KvCache {
+  tensors: Map<string, ort.Tensor>;
+  length: number;
+  batch: number;
+}
+
+export interface ForwardStep {
+  /** Token ids per batch row; every row has the same length (no padding). */
+  tokens: number[][];
+  past?: KvCache;
+  /** One entry per batch row; missing rows or layers add nothing. */
+  steering?: SteeringRow[];
+  /** Which logits to return: the last position of each row, every position, or none. */
+  logits?: 'last' | 'all' | 'none';
+  /** Layers whose residual to return, `[batch, seq, hidden]` flattened. */
+  hiddenLayers?: number[];
+  /** Return the updated KV cache (generation); otherwise it is released. */
+  keepCache?: boolean;
+}
+
+export interface ForwardResult {
+  /** `[batch, vocab]` for 'last', `[batch, seq, vocab]` for 'all'. */
+  logits?: Float32Array;
+  hidden: Map<number, Float32Array>;
+  cache?: KvCache;
+}
+
+export interface ModelConfig {
+  [key: string]: unknown;
+  num_hidden_layers?: number;
+  hidden_size?: number;
+  num_attention_heads?: number;
+  num_key_value_heads?: number;
+  head_dim?: number;
+  max_position_embeddings?: number;
+  eos_token_id?: number | number[];
+  bos_token_id?: number;
+}
+
+export interface ModelInfo {
+  id: string;
+  file: string;
+  backend: Backend;
+  flavour: GraphAnalysis['flavour'];
+  layerCount: number;
+  hiddenSize: number;
+  residualDtype: 'float32' | 'float16';
+  vocabSize: number;
+  contextLength: number;
+  eosTokenIds: number[];
+  hasChatTemplate: boolean;
+  /** Tensor holding each layer's residual (a new Add where the graph never made one). */
+  residualTensors: string[];
+}
+
+export class SteerableModel {
+  private readonly zeroSteering = new Map<string, ort.Tensor>();
+
+  constructor(
+    readonly id: string,
+    readonly file: string,
+    readonly session: ort.InferenceSession,
+    readonly analysis: GraphAnalysis,
+    readonly steeringInputs: Map<number, string>,
+    readonly hiddenOutputs: Map<number, string>,
+    readonly tokenizer: TextTokenizer | undefined,
+    readonly config: ModelConfig,
+    readonly generationConfig: ModelConfig,
+    readonly backend: Backend,
+  ) {}
+
+  get info(): ModelInfo {
+    const { analysis } = this;
+    return {
+      id: this.id,
+      file: this.file,
+      backend: this.backend,
+      flavour: analysis.flavour,
+      layerCount: analysis.layerCount,
+      hiddenSize: analysis.hiddenSize,
+      residualDtype: analysis.residualType === TensorType.FLOAT16 ? 'float16' : 'float32',
+      vocabSize: this.vocabSize,
+      contextLength: this.contextLength,
+      eosTokenIds: this.eosTokenIds,
+      hasChatTemplate: this.tokenizer?.hasChatTemplate ?? false,
+      residualTensors: analysis.layers.map((site) => this.hiddenOutputs.get(site.layer)!),
+    };
+  }
+
+  get vocabSize(): number {
+    const declared = this.session.outputMetadata.find((m) => m.name === this.analysis.logits);
+    const last = declared && declared.isTensor ? declared.shape[declared.shape.length - 1] : undefined;
+    return typeof last === 'number' ? last : Number(this.config.vocab_size ?? this.tokenizer?.vocabSize ?? 0);
+  }
+
+  get contextLength(): number {
+    return Number(this.config.max_position_embeddings ?? this.generationConfig.max_length ?? 2048);
+  }
+
+  get eosTokenIds(): number[] {
+    const ids = new Set<number>();
+    for (const source of [this.generationConfig.eos_token_id, this.config.eos_token_id]) {
+      for (const id of [source].flat()) if (typeof id === 'number') ids.add(id);
+    }
+    for (const id of this.tokenizer?.eosTokenIds ?? []) ids.add(id);
+    return [...ids];
+  }
+
+  /** An empty cache for `batch` rows: zero-length CPU tensors, as ONNX Runtime requires. */
+  emptyCache(batch: number): KvCache {
+    const tensors = new Map<string, ort.Tensor>();
+    for (const entry of this.analysis.kv) {
+      const [, heads, , headDim] = entry.shape;
+      const numHeads = typeof heads === 'number' ? heads : Number(this.config.num_key_value_heads ?? this.config.num_attention_heads);
+      const size = typeof headDim === 'number' ? headDim : Number(this.config.head_dim ?? this.analysis.hiddenSize / Number(this.config.num_attention_heads));
+      if (!numHeads || !size) throw new Error(`cannot tell the KV cache shape of layer ${entry.layer}: config.json lacks num_key_value_heads/head_dim`);
+      const dims = [batch, numHeads, 0, size];
+      for (const name of [entry.keyInput, entry.valueInput]) {
+        tensors.set(name, entry.elemType === TensorType.FLOAT16
+          ? new ort.Tensor('float16', new Uint16Array(0), dims)
+          : new ort.Tensor('float32', new Float32Array(0), dims));
+      }
+    }
+    return { tensors, length: 0, batch };
+  }
+
+  releaseCache(cache: KvCache | undefined): void {
+    if (!cache) return;
+    for (const tensor of cache.tensors.values()) if (tensor.location === 'gpu-buffer') tensor.dispose();
+    cache.tensors.clear();
+  }
+
+  async forward(step: ForwardStep): Promise<ForwardResult> {
+    const { analysis } = this;
+    const batch = step.tokens.length;
+    const length = step.tokens[0].length;
+    if (step.tokens.some((row) => row.length !== length)) throw new Error('forward: every batch row needs the same number of tokens');
+    const past = step.past ?? this.emptyCache(batch);
+    if (past.batch !== batch) throw new Error(`forward: the cache holds ${past.batch} rows, the step ${batch}`);
+    const total = past.length + length;
+
+    const feeds: Record<string, ort.Tensor> = {};
+    feeds[analysis.inputIds.name] = intTensor(analysis.inputIds.elemType, step.tokens.flat(), [batch, length]);
+    if (analysis.attentionMask) {
+      feeds[analysis.attentionMask.name] = intTensor(analysis.attentionMask.elemType, new Array(batch * total).fill(1), [batch, total]);
+    }
+    if (analysis.positionIds) {
+      const positions = Array.from({ length: batch * length }, (_, i) => past.length + (i % length));
+      feeds[analysis.positionIds.name] = intTensor(analysis.positionIds.elemType, positions, [batch, length]);
+    }
+    if (analysis.numLogitsToKeep) {
+      const keep = step.logits === 'all' ? length : 1;
+      feeds[analysis.numLogitsToKeep.name] = intTensor(analysis.numLogitsToKeep.elemType, [keep], []);
+    }
+    for (const [name, tensor] of past.tensors) feeds[name] = tensor;
+    for (const [layer, name] of this.steeringInputs) feeds[name] = this.steeringTensor(layer, step.steering, batch);
+
+    const fetches: string[] = [];
+    const logitsMode = step.logits ?? 'last';
+    if (logitsMode !== 'none') fetches.push(analysis.logits);
+    for (const layer of step.hiddenLayers ?? []) {
+      const name = this.hiddenOutputs.get(layer);
+      if (!name) throw new Error(`layer ${layer} does not exist (the model has ${analysis.layerCount} layers, 0–${analysis.layerCount - 1})`);
+      fetches.push(name);
+    }
+    if (step.keepCache) for (const entry of analysis.kv) fetches.push(entry.keyOutput, entry.valueOutput);
+
+    const outputs = await this.session.run(feeds, fetches);
+    const result: ForwardResult = { hidden: new Map() };
+    try {
+      if (logitsMode !== 'none') {
+        const logits = outputs[analysis.logits];
+        const all = readFloat(logits);
+        const positions = logits.dims[1];
+        const vocab = logits.dims[2];
+        if (logitsMode === 'all') result.logits = all;
+        else {
+          const last = new Float32Array(batch * vocab);
+          for (let row = 0; row < batch; row++) {
+            last.set(all.subarray((row * positions + positions - 1) * vocab, (row * positions + positions) * vocab), row * vocab);
+          }
+          result.logits = last;
+        }
+        logits.dispose();
+      }
+      for (const layer of step.hiddenLayers ?? []) {
+        const tensor = outputs[this.hiddenOutputs.get(layer)!];
+        result.hidden.set(layer, readFloat(tensor));
+        tensor.dispose();
+      }
+    } finally {
+      if (step.keepCache) {
+        const tensors = new Map<string, ort.Tensor>();
+        for (const entry of analysis.kv) {
+          tensors.set(entry.keyInput, outputs[entry.keyOutput]);
+          tensors.set(entry.valueInput, outputs[entry.valueOutput]);
+        }
+        result.cache = { tensors, length: total, batch };
+      }
+      if (step.past) this.releaseCache(step.past);
+    }
+    return result;
+  }
+
+  /** `[batch, 1, hidden]` in the residual's type: each row's vectors at this layer, summed. */
+  private steeringTensor(layer: number, rows: SteeringRow[] | undefined, batch: number): ort.Tensor {
+    const hidden = this.analysis.hiddenSize;
+    const site = this.analysis.layers[layer];
+    const fp16 = site.elemType === TensorType.FLOAT16;
+    const values = new Float32Array(batch * hidden);
+    let any = false;
+    rows?.forEach((row, index) => {
+      for (const addition of row) {
+        if (addition.layer !== layer) continue;
+        if (addition.vector.length !== hidden) {
+          throw new Error(`steering vector for layer ${layer} has ${addition.vector.length} values; this model's hidden size is ${hidden}`);
+        }
+        for (let i = 0; i < hidden; i++) values[index * hidden + i] += addition.vector[i];
+        any = true;
+      }
+    });
+    if (!any) {
+      const key = `${layer}/${batch}`;
+      let zeros = this.zeroSteering.get(key);
+      if (!zeros) this.zeroSteering.set(key, (zeros = floatTensor(fp16, values, [batch, 1, hidden])));
+      return zeros;
+    }
+    if (fp16) for (let i = 0; i < values.length; i++) values[i] = Math.max(-FLOAT16_MAX, Math.min(FLOAT16_MAX, values[i]));
+    return floatTensor(fp16, values, [batch, 1, hidden]);
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function floatTensor(fp16: boolean, values: Float32Array, dims: number[]): ort.Tensor {
+  return fp16 ? new ort.Tensor('float16', float32ToFloat16(values), dims) : new ort.Tensor('float32', values, dims);
+}
+
+function intTensor(elemType: number, values: number[], dims: number[]): ort.Tensor {
+  return elemType === TensorType.INT32
+    ? new ort.Tensor('int32', Int32Array.from(values), dims)
+    : new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
+}
+
+function readFloat(tensor: ort.Tensor): Float32Array {
+  if (tensor.type === 'float16') {
+    const data = tensor.data;
+    // ORT hands float16 back as Uint16Array bits, or as Float16Array where the platform has one.
+    return data instanceof Uint16Array ? float16ToFloat32(data) : Float32Array.from(data as ArrayLike<number>);
+  }
+  if (tensor.type !== 'float32') throw new Error(`expected a float tensor, got ${tensor.type}`);
+  return tensor.data as Float32Array;
+}

@@ -1,0 +1,25 @@
+import { expect, test } from '@playwright/test';
+import { STORIES_REFERENCE } from '../support/reference.ts';
+
+// The engine in a real browser, through the worker: greedy decoding must reproduce llama2.c's story
+// on both backends (WebGPU here is Chromium's software adapter: fp32 only, and slow, so few tokens).
+for (const backend of ['wasm', 'webgpu'] as const) {
+  test(`stories260K greedy from BOS reproduces the reference on ${backend}`, async ({ page }) => {
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto('/');
+    await expect(page.getByLabel('Model')).toContainText('stories260K-hf');
+    await page.getByLabel('Model').selectOption('stories260K-hf');
+    await page.getByLabel('Backend').selectOption(backend);
+    await page.getByRole('button', { name: 'Load model' }).click();
+    await expect(page.getByTestId('model-info')).toContainText(`5 layers, hidden 64, torch graph, float32 residual, ${backend}`, { timeout: 60_000 });
+    await expect(page.getByTestId('progress-onnx/model.onnx')).toHaveAttribute('data-done', 'true');
+
+    await page.getByLabel('Max new tokens').fill('80');
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await expect(page.getByTestId('status')).toContainText('tokens/s', { timeout: 120_000 });
+    const text = await page.getByTestId('output').textContent();
+    expect(text?.startsWith(STORIES_REFERENCE)).toBe(true);
+    expect(errors).toEqual([]);
+  });
+}

@@ -1,0 +1,29 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { openCheckPair } from '../../src/engine/check.ts';
+import { loadModel } from '../../src/engine/load.ts';
+import { FolderSource } from '../../src/engine/sources/node-folder.ts';
+import { sharedModel } from './paths.ts';
+
+export { STORIES_REFERENCE } from './reference.ts';
+
+export const SHARED = {
+  stories: { folder: 'stories260K-hf', file: 'onnx/model.onnx' },
+  builder: { folder: 'tiny-random-llama-builder-fp16', file: 'onnx/model_fp16.onnx' },
+  gqa: { folder: 'tiny-random-qwen-gqa-decoder', file: 'decoder.onnx' },
+} as const;
+
+export function loadShared(name: 'stories' | 'builder') {
+  return loadModel(new FolderSource(sharedModel(SHARED[name].folder)), { backend: 'wasm' });
+}
+
+export function sharedGraphPath(name: keyof typeof SHARED): string {
+  return path.join(sharedModel(SHARED[name].folder), SHARED[name].file);
+}
+
+/** The unmodified graph and its instrumented twin, as `tiller check` opens them. */
+export function graphPair(name: keyof typeof SHARED) {
+  const file = sharedGraphPath(name);
+  const readExternal = async (location: string) => new Uint8Array(readFileSync(path.join(path.dirname(file), location)));
+  return openCheckPair(new Uint8Array(readFileSync(file)), path.basename(file), readExternal, 'wasm');
+}

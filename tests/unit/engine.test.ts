@@ -1,0 +1,169 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkSteering } from '../../src/engine/check.ts';
+import { generate } from '../../src/engine/generate.ts';
+import { captureHiddenStates } from '../../src/engine/hidden-states.ts';
+import type { SteerableModel } from '../../src/engine/steerable-model.ts';
+import { STORIES_REFERENCE, graphPair, loadShared } from '../support/models.ts';
+
+describe('stories260K (torch export, fp32) on WASM', () => {
+  let model: SteerableModel;
+  beforeAll(async () => {
+    model = await loadShared('stories');
+  });
+  afterAll(() => model.dispose());
+
+  it('reproduces the reference story greedily from BOS alone', async () => {
+    const streamed: string[] = [];
+    const result = await generate(model, { prompt: '', maxNewTokens: 80, sampling: { temperature: 0 } }, {
+      onToken: (event) => streamed.push(event.text),
+    });
+    expect(result.promptIds).toEqual([1]);
+    expect(result.rows[0].text.startsWith(STORIES_REFERENCE)).toBe(true);
+    expect(streamed.join('')).toBe(result.rows[0].text);
+  });
+
+  it('gives every batch row its own strength: rows differ only where the strength differs', async () => {
+    const prompt = 'Lily was very';
+    const direction = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i) * 4);
+    const steered = [{ layer: 2, vector: direction }];
+    const batched = await generate(model, { prompt, maxNewTokens: 24, rows: [[], steered, []] });
+    const alone = await generate(model, { prompt, maxNewTokens: 24 });
+    expect(batched.rows[0].tokenIds).toEqual(alone.rows[0].tokenIds);
+    expect(batched.rows[2].tokenIds).toEqual(alone.rows[0].tokenIds);
+    expect(batched.rows[1].tokenIds).not.toEqual(alone.rows[0].tokenIds);
+  });
+
+  it('row 0 at strength 0 has the logits of an unbatched unsteered run', async () => {
+    const tokens = model.tokenizer!.encode('Tom was very angry');
+    const direction = Float32Array.from({ length: 64 }, (_, i) => Math.cos(i));
+    const alone = await model.forward({ tokens: [tokens], logits: 'all' });
+    const batched = await model.forward({ tokens: [tokens, tokens], logits: 'all', steering: [[], [{ layer: 1, vector: direction }]] });
+    const size = alone.logits!.length;
+    let rowZeroDiff = 0;
+    let rowOneDiff = 0;
+    for (let i = 0; i < size; i++) {
+      rowZeroDiff = Math.max(rowZeroDiff, Math.abs(batched.logits![i] - alone.logits![i]));
+      rowOneDiff = Math.max(rowOneDiff, Math.abs(batched.logits![size + i] - alone.logits![i]));
+    }
+    expect(rowZeroDiff).toBeLessThan(1e-4);
+    expect(rowOneDiff).toBeGreaterThan(1e-2);
+  });
+
+  it('samples reproducibly: same seed, same text; another seed, another text', async () => {
+    const request = { prompt: 'Once upon a time', maxNewTokens: 40, sampling: { temperature: 1, topP: 0.95, seed: 7 } };
+    const first = await generate(model, request);
+    const again = await generate(model, request);
+    const other = await generate(model, { ...request, sampling: { ...request.sampling, seed: 8 } });
+    expect(again.rows[0].text).toBe(first.rows[0].text);
+    expect(other.rows[0].text).not.toBe(first.rows[0].text);
+  });
+
+  it('stops within one step of cancellation', async () => {
+    const controller = new AbortController();
+    let seen = 0;
+    const result = await generate(model, { prompt: '', maxNewTokens: 200 }, {
+      signal: controller.signal,
+      onToken: () => {
+        if (++seen === 3) controller.abort();
+      },
+    });
+    expect(result.rows[0].finishReason).toBe('cancelled');
+    expect(result.rows[0].tokenIds.length).toBe(3);
+  });
+
+  it('stops on EOS, and on max tokens otherwise', async () => {
+    const long = await generate(model, { prompt: '', maxNewTokens: 400 });
+    expect(long.rows[0].finishReason).toBe('eos');
+    const short = await generate(model, { prompt: '', maxNewTokens: 5 });
+    expect(short.rows[0].finishReason).toBe('length');
+    expect(short.rows[0].tokenIds.length).toBe(5);
+  });
+
+  it('cuts a prompt longer than the context from the start, and says so', async () => {
+    const ids = [1, ...Array.from({ length: 600 }, (_, i) => 300 + (i % 100))];
+    const result = await generate(model, { promptIds: ids, maxNewTokens: 8 });
+    expect(result.truncatedPromptTokens).toBe(ids.length + 8 - 512);
+    expect(result.rows[0].tokenIds.length).toBeGreaterThan(0);
+  });
+
+  it('captures the same hidden states for a prompt alone and inside a batch', async () => {
+    const encode = (text: string) => model.tokenizer!.encode(text);
+    const target = encode('The cat sat on the mat');
+    const prompts = [encode('Lily was very happy'), target, encode('Tom had a big dog and'), encode('A girl ran')];
+    const layers = [0, 2, 4];
+    const alone = await captureHiddenStates(model, { prompts: [target], layers, reduce: 'mean' });
+    const batched = await captureHiddenStates(model, { prompts, layers, reduce: 'mean', batchSize: 8 });
+    const sameLength = prompts.filter((p) => p.length === target.length).length;
+    expect(sameLength).toBeGreaterThan(1); // the target really shared a batch
+    for (let i = 0; i < layers.length; i++) {
+      const a = alone.vectors[0][i];
+      const b = batched.vectors[1][i];
+      for (let k = 0; k < a.length; k++) expect(Math.abs(a[k] - b[k])).toBeLessThan(1e-5);
+    }
+    const last = await captureHiddenStates(model, { prompts: [target], layers: [4], reduce: 'last' });
+    const full = await model.forward({ tokens: [target], logits: 'none', hiddenLayers: [4] });
+    const lastRow = full.hidden.get(4)!.subarray((target.length - 1) * 64, target.length * 64);
+    expect(Array.from(last.vectors[0][0])).toEqual(Array.from(lastRow));
+  });
+
+  it('averages over a token range only', async () => {
+    const ids = model.tokenizer!.encode('Tom was very angry');
+    const ranged = await captureHiddenStates(model, { prompts: [ids], layers: [3], reduce: 'mean', ranges: [[2, 5]] });
+    const full = (await model.forward({ tokens: [ids], logits: 'none', hiddenLayers: [3] })).hidden.get(3)!;
+    for (let k = 0; k < 64; k++) {
+      const expected = (full[2 * 64 + k] + full[3 * 64 + k] + full[4 * 64 + k]) / 3;
+      expect(ranged.vectors[0][0][k]).toBeCloseTo(expected, 5);
+    }
+  });
+});
+
+describe('builder export (fused, fp16, external data) on WASM', () => {
+  let model: SteerableModel;
+  beforeAll(async () => {
+    model = await loadShared('builder');
+  });
+  afterAll(() => model.dispose());
+
+  it('loads with its external data and an fp16 residual, and exposes the unmaterialised last residual', () => {
+    const info = model.info;
+    expect(info.flavour).toBe('fused');
+    expect(info.layerCount).toBe(2);
+    expect(info.residualDtype).toBe('float16');
+    expect(info.residualTensors[1]).toBe('tiller.residual.1');
+  });
+
+  it('applies the chat template when given messages, and uses a raw prompt as is', async () => {
+    const messages = [{ role: 'user', content: 'Hello there' }];
+    const chat = await generate(model, { messages, maxNewTokens: 3 });
+    const rendered = model.tokenizer!.applyChatTemplate(messages, { addGenerationPrompt: true });
+    expect(chat.promptIds).toEqual(model.tokenizer!.encode(rendered, { addSpecialTokens: false }));
+    const raw = await generate(model, { prompt: 'Hello there', maxNewTokens: 3 });
+    expect(raw.promptIds).toEqual(model.tokenizer!.encode('Hello there'));
+  });
+
+  it('steers fp16 rows independently', async () => {
+    const vector = Float32Array.from({ length: 16 }, (_, i) => (i % 2 ? 1 : -1) * 2);
+    const tokens = model.tokenizer!.encode('Hello there');
+    const result = await model.forward({ tokens: [tokens, tokens], steering: [[], [{ layer: 0, vector }]], hiddenLayers: [0] });
+    const hidden = result.hidden.get(0)!;
+    const rowSize = hidden.length / 2;
+    for (let i = 0; i < rowSize; i++) {
+      expect(Math.abs(hidden[rowSize + i] - hidden[i] - vector[i % 16])).toBeLessThan(0.02 * (1 + Math.abs(hidden[i])));
+    }
+  });
+});
+
+describe('tiller check logic on every shared graph', () => {
+  for (const name of ['stories', 'builder', 'gqa'] as const) {
+    it(`${name}: zero steering reproduces the logits; steering layer L by v moves its residual by v`, async () => {
+      const { original, instrumented } = await graphPair(name);
+      const report = await checkSteering(original, instrumented);
+      expect(report.layers.length).toBe(instrumented.analysis.layerCount);
+      expect(report.zeroSteeringMaxDiff).toBeLessThanOrEqual(report.zeroSteeringTolerance);
+      for (const layer of report.layers) expect(layer.maxError).toBeLessThanOrEqual(layer.tolerance);
+      expect(report.ok).toBe(true);
+      await original.dispose();
+      await instrumented.dispose();
+    });
+  }
+});
