@@ -1,7 +1,7 @@
 import { defineConfig } from '@playwright/test';
 import path from 'node:path';
 
-const sharedModels = process.env.TILLER_SHARED_MODELS ?? path.resolve(import.meta.dirname, '../shared/models');
+const sharedModels = process.env.TILLER_SHARED_MODELS ?? path.resolve('../shared/models');
 const port = 4179;
 
 export default defineConfig({

@@ -15,7 +15,7 @@ import { openSession, prepareGraph } from '../src/engine/load.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
 import { createSession } from '../src/engine/runtime.ts';
 import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
-import { SHARED, sharedGraphPath } from '../tests/support/models.ts';
+import { SHARED, sharedGraphPath } from '../tests/support/paths.ts';
 
 type ModelName = keyof typeof SHARED;
 const quick = process.argv.includes('--quick');

@@ -8,7 +8,7 @@ import { type CaptureResult, type Reduction, captureHiddenStates } from './hidde
 import { loadModel } from './load.ts';
 import { type Backend, type BackendSupport, detectBackends } from './runtime.ts';
 import { PickedFilesSource } from './sources/files.ts';
-import { HubSource } from './sources/hub.ts';
+import { FolderUrlSource, HubSource } from './sources/hub.ts';
 import type { FileProgress, ModelSource } from './sources/source.ts';
 import type { Dtype } from './sources/variants.ts';
 import type { ModelInfo, SteerableModel } from './steerable-model.ts';
@@ -17,6 +17,8 @@ import type { ChatMessage } from './tokenizer.ts';
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
   | { kind: 'hub'; repo: string; baseUrl?: string; revision?: string }
+  /** A model folder served as plain files, e.g. the app's own `/models/<name>`. */
+  | { kind: 'url'; url: string }
   /** Files the user picked (a model folder), paths relative to the folder. */
   | { kind: 'files'; files: { path: string; file: Blob }[] };
 
@@ -64,10 +66,13 @@ export function createEngine(): TillerEngine {
       if (jobs.get(jobId) === controller) jobs.delete(jobId);
     }
   };
-  const sourceFor = (location: ModelLocation): ModelSource =>
-    location.kind === 'hub'
-      ? new HubSource(location.repo, { baseUrl: location.baseUrl, revision: location.revision })
-      : new PickedFilesSource(location.files);
+  const sourceFor = (location: ModelLocation): ModelSource => {
+    switch (location.kind) {
+      case 'hub': return new HubSource(location.repo, { baseUrl: location.baseUrl, revision: location.revision });
+      case 'url': return new FolderUrlSource(location.url);
+      case 'files': return new PickedFilesSource(location.files);
+    }
+  };
 
   return {
     backends: detectBackends,

@@ -23,6 +23,8 @@ export interface GenerateRequest {
   rows?: SteeringRow[];
   /** Steer the prompt's positions too (default), or only the generated ones. */
   steerPrompt?: boolean;
+  /** Tokens that end a row besides the model's EOS (llama2.c models end stories with BOS, for one). */
+  stopTokenIds?: number[];
 }
 
 export interface TokenEvent {
@@ -33,7 +35,8 @@ export interface TokenEvent {
   step: number;
 }
 
-export type FinishReason = 'eos' | 'length' | 'cancelled';
+/** 'stop': an end token (EOS or a stop token); 'length': max tokens; 'cancelled': aborted. */
+export type FinishReason = 'stop' | 'length' | 'cancelled';
 
 export interface GeneratedRow {
   tokenIds: number[];
@@ -77,20 +80,17 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
   const batch = rows.length;
   const sampling = request.sampling ?? {};
   const steerPrompt = request.steerPrompt ?? true;
-  const eos = new Set(model.eosTokenIds);
+  const stop = new Set([...model.eosTokenIds, ...(request.stopTokenIds ?? [])]);
 
   let promptIds = promptTokenIds(model, request);
   if (promptIds.length === 0) throw new Error('the prompt is empty and the tokenizer adds no BOS token: give at least one token');
-  let maxNewTokens = Math.max(1, request.maxNewTokens ?? 64);
+  // Keep the requested answer length and drop the oldest prompt tokens if both do not fit the context.
   const room = model.contextLength;
+  const maxNewTokens = Math.min(Math.max(1, request.maxNewTokens ?? 64), room - 1);
   let truncatedPromptTokens = 0;
   if (promptIds.length + maxNewTokens > room) {
-    maxNewTokens = Math.max(1, Math.min(maxNewTokens, room - Math.min(promptIds.length, room - 1)));
-    const keep = room - maxNewTokens;
-    if (promptIds.length > keep) {
-      truncatedPromptTokens = promptIds.length - keep;
-      promptIds = promptIds.slice(-keep);
-    }
+    truncatedPromptTokens = promptIds.length + maxNewTokens - room;
+    promptIds = promptIds.slice(truncatedPromptTokens);
   }
 
   const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
@@ -136,8 +136,8 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
         }
         const token = chooseToken(rowLogits, [...promptIds, ...generated[row]], sampling, random[row]);
         next.push([token]);
-        if (eos.has(token)) {
-          finish[row] = 'eos';
+        if (stop.has(token)) {
+          finish[row] = 'stop';
           continue;
         }
         generated[row].push(token);

@@ -8,14 +8,14 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));
     await page.goto('/');
-    await expect(page.getByLabel('Model')).toContainText('stories260K-hf');
-    await page.getByLabel('Model').selectOption('stories260K-hf');
-    await page.getByLabel('Backend').selectOption(backend);
+    await expect(page.getByRole('option', { name: 'stories260K-hf' })).toBeAttached({ timeout: 20_000 });
+    await page.getByRole('combobox', { name: 'Model' }).selectOption('stories260K-hf');
+    await page.getByRole('combobox', { name: 'Backend' }).selectOption(backend);
     await page.getByRole('button', { name: 'Load model' }).click();
     await expect(page.getByTestId('model-info')).toContainText(`5 layers, hidden 64, torch graph, float32 residual, ${backend}`, { timeout: 60_000 });
     await expect(page.getByTestId('progress-onnx/model.onnx')).toHaveAttribute('data-done', 'true');
 
-    await page.getByLabel('Max new tokens').fill('80');
+    await page.getByLabel('Max new tokens').fill('110');
     await page.getByRole('button', { name: 'Generate' }).click();
     await expect(page.getByTestId('status')).toContainText('tokens/s', { timeout: 120_000 });
     const text = await page.getByTestId('output').textContent();

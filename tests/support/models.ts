@@ -3,22 +3,12 @@ import path from 'node:path';
 import { openCheckPair } from '../../src/engine/check.ts';
 import { loadModel } from '../../src/engine/load.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
-import { sharedModel } from './paths.ts';
+import { SHARED, sharedGraphPath, sharedModel } from './paths.ts';
 
 export { STORIES_REFERENCE } from './reference.ts';
 
-export const SHARED = {
-  stories: { folder: 'stories260K-hf', file: 'onnx/model.onnx' },
-  builder: { folder: 'tiny-random-llama-builder-fp16', file: 'onnx/model_fp16.onnx' },
-  gqa: { folder: 'tiny-random-qwen-gqa-decoder', file: 'decoder.onnx' },
-} as const;
-
 export function loadShared(name: 'stories' | 'builder') {
   return loadModel(new FolderSource(sharedModel(SHARED[name].folder)), { backend: 'wasm' });
-}
-
-export function sharedGraphPath(name: keyof typeof SHARED): string {
-  return path.join(sharedModel(SHARED[name].folder), SHARED[name].file);
 }
 
 /** The unmodified graph and its instrumented twin, as `tiller check` opens them. */

@@ -65,6 +65,7 @@ export interface AnalysisHints {
   /** From config.json, when there is one: used to cross-check and where the graph cannot tell. */
   numHiddenLayers?: number;
   hiddenSize?: number;
+  /** Name for messages (default: the name the model was parsed as). */
   fileName?: string;
 }
 
@@ -74,7 +75,7 @@ const SKIP_NORMS = new Set(['SkipLayerNormalization', 'SkipSimplifiedLayerNormal
 
 export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): GraphAnalysis {
   const { graph } = model;
-  const fileName = hints.fileName ?? 'the graph';
+  const fileName = hints.fileName ?? model.fileName;
   const producers = new Map<string, OnnxNode>();
   const consumers = new Map<string, OnnxNode[]>();
   for (const node of graph.nodes) {

@@ -89,6 +89,8 @@ export interface OnnxGraph {
 }
 
 export interface OnnxModel {
+  /** The name it was loaded as, for messages. */
+  fileName: string;
   bytes: Uint8Array;
   /** The ModelProto field holding the graph, replaced wholesale when the graph is edited. */
   graphField: Field;
@@ -111,7 +113,7 @@ export function parseModel(bytes: Uint8Array, fileName = 'model.onnx'): OnnxMode
       else if (field.number === MODEL_OPSET) opsets.push(parseOpset(bytes, field));
     }
     if (!graphField) throw new OnnxFormatError(`${fileName} holds no graph: it is not an ONNX model (or it is empty)`);
-    return { bytes, graphField, graph: parseGraph(bytes, graphField.valueStart, graphField.valueEnd), opsets };
+    return { fileName, bytes, graphField, graph: parseGraph(bytes, graphField.valueStart, graphField.valueEnd), opsets };
   } catch (error) {
     if (error instanceof ProtoError) {
       throw new OnnxFormatError(

@@ -1,0 +1,75 @@
+/** A model folder on the local disk (Node only: the CLI and tests; the browser bundle never imports this). */
+import { type FileHandle, open, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  type ModelSource,
+  type ProgressCallback,
+  ModelFileError,
+  abortedError,
+  checkRelativePath,
+  progressReporter,
+  unlessMissing,
+} from './source.ts';
+
+/** Reads in slices so that progress moves and a cancel lands between slices on multi-GB weights. */
+const CHUNK_BYTES = 1 << 20;
+
+const isNotFound = (error: unknown) => ['ENOENT', 'ENOTDIR', 'EISDIR'].includes((error as NodeJS.ErrnoException).code ?? '');
+
+export class FolderSource implements ModelSource {
+  readonly id: string;
+  readonly folder: string;
+
+  constructor(folder: string) {
+    this.folder = path.resolve(folder);
+    this.id = path.basename(this.folder);
+  }
+
+  async readFile(file: string, onProgress?: ProgressCallback, signal?: AbortSignal): Promise<Uint8Array> {
+    const fullPath = path.join(this.folder, ...checkRelativePath(file));
+    if (signal?.aborted) throw abortedError(file, this.id);
+    let handle: FileHandle | undefined;
+    try {
+      handle = await open(fullPath, 'r');
+      const info = await handle.stat();
+      if (!info.isFile()) throw new ModelFileError('missing', file, `${fullPath} is a folder, not a file: ${this.id} needs ${file} as a file`);
+      const size = info.size;
+      const bytes = new Uint8Array(size);
+      const report = progressReporter(file, size, onProgress);
+      report(0);
+      let loaded = 0;
+      while (loaded < size) {
+        if (signal?.aborted) throw abortedError(file, this.id);
+        const { bytesRead } = await handle.read(bytes, loaded, Math.min(CHUNK_BYTES, size - loaded), loaded);
+        if (bytesRead === 0) {
+          throw new ModelFileError('truncated', file, `${fullPath} shrank while it was read (${loaded} of ${size} bytes): read it again`);
+        }
+        loaded += bytesRead;
+        report(loaded);
+      }
+      report(loaded, true);
+      return bytes;
+    } catch (error) {
+      if (isNotFound(error)) {
+        throw new ModelFileError('missing', file, `${file} is missing from ${this.folder}: copy it into the folder (the whole model repository is needed)`);
+      }
+      throw error;
+    } finally {
+      await handle?.close();
+    }
+  }
+
+  readOptionalFile(file: string, onProgress?: ProgressCallback, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    return unlessMissing(this.readFile(file, onProgress, signal));
+  }
+
+  async listOnnxFiles(): Promise<string[]> {
+    try {
+      const entries = await readdir(path.join(this.folder, 'onnx'), { withFileTypes: true });
+      return entries.filter((entry) => entry.isFile()).map((entry) => entry.name).sort();
+    } catch (error) {
+      if (isNotFound(error)) return [];
+      throw error;
+    }
+  }
+}
