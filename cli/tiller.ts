@@ -5,6 +5,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import v8 from 'node:v8';
 import { checkSteering, openCheckPair } from '../src/engine/check.ts';
 import { generate } from '../src/engine/generate.ts';
 import { loadModel, resolveBackend } from '../src/engine/load.ts';
@@ -29,6 +30,13 @@ const USAGE = `usage:
 sets the server), or, for inspect and check, a single .onnx file.`;
 
 class UsageError extends Error {}
+
+// ONNX Runtime's WebGPU bundle ships an Asyncify build whose two largest functions (1.2 and 1.5 MB of wasm)
+// get tiered up to TurboFan during session creation: tens of seconds of one core, and Node's exit waits for
+// them, so every command that loads a model hung for ~40 s after printing its result. Baseline (Liftoff)
+// code avoids that; for the models a terminal session runs on WASM it is as fast or faster overall.
+// Must run before the first InferenceSession compiles the wasm module.
+v8.setFlagsFromString('--liftoff-only');
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -22,7 +22,8 @@ export interface ForwardStep {
   /** Token ids per batch row; every row has the same length (no padding). */
   tokens: number[][];
   past?: KvCache;
-  /** One entry per batch row; missing rows or layers add nothing. */
+  /** One entry per batch row; missing rows or layers add nothing. Read once per array: the tensors
+   *  built from it are reused while the same array comes back (every step of a generation). */
   steering?: SteeringRow[];
   /** Which logits to return: the last position of each row, every position, or none. */
   logits?: 'last' | 'all' | 'none';
@@ -69,6 +70,7 @@ export interface ModelInfo {
 
 export class SteerableModel {
   private readonly zeroSteering = new Map<string, ort.Tensor>();
+  private readonly steeringTensors = new WeakMap<SteeringRow[], Map<number, ort.Tensor>>();
 
   constructor(
     readonly id: string,
@@ -167,7 +169,12 @@ export class SteerableModel {
       feeds[analysis.numLogitsToKeep.name] = intTensor(analysis.numLogitsToKeep.elemType, [keep], []);
     }
     for (const [name, tensor] of past.tensors) feeds[name] = tensor;
-    for (const [layer, name] of this.steeringInputs) feeds[name] = this.steeringTensor(layer, step.steering, batch);
+    let built = step.steering && this.steeringTensors.get(step.steering);
+    if (!built) {
+      built = new Map([...this.steeringInputs.keys()].map((layer) => [layer, this.steeringTensor(layer, step.steering, batch)]));
+      if (step.steering) this.steeringTensors.set(step.steering, built);
+    }
+    for (const [layer, name] of this.steeringInputs) feeds[name] = built.get(layer)!;
 
     const fetches: string[] = [];
     const logitsMode = step.logits ?? 'last';

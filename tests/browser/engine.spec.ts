@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { expect, test } from '@playwright/test';
+import { sharedModelsDir } from '../support/paths.ts';
 import { STORIES_REFERENCE } from '../support/reference.ts';
 
 // The engine in a real browser, through the worker: greedy decoding must reproduce llama2.c's story
@@ -23,3 +25,14 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     expect(errors).toEqual([]);
   });
 }
+
+test('a model folder picked from disk loads through the worker and generates', async ({ page }) => {
+  await page.goto('/');
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
+  await page.getByLabel('Open folder…').setInputFiles(path.join(sharedModelsDir, 'stories260K-hf'));
+  await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 60_000 });
+  await page.getByLabel('Max new tokens').fill('20');
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await expect(page.getByTestId('status')).toContainText('20 tokens', { timeout: 60_000 });
+  await expect(page.getByTestId('output')).toHaveText(/^Once upon a time, there was a little girl named Lily\./);
+});
