@@ -5,7 +5,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
 import { checkSteering, openCheckPair } from '../src/engine/check.ts';
 import { generate } from '../src/engine/generate.ts';
 import { loadModel, resolveBackend } from '../src/engine/load.ts';
@@ -31,43 +30,14 @@ sets the server), or, for inspect and check, a single .onnx file.`;
 
 class UsageError extends Error {}
 
-// ONNX Runtime's WebGPU bundle ships an Asyncify build whose two largest functions (1.2 and 1.5 MB of wasm)
-// get tiered up to TurboFan during session creation: tens of seconds of one core, and Node's exit waits for
-// them, so every command that loads a model hung for ~40 s after printing its result. Baseline (Liftoff)
-// code avoids that; for the models a terminal session runs on WASM it is as fast or faster overall.
-// Must run before the first InferenceSession compiles the wasm module.
-v8.setFlagsFromString('--liftoff-only');
-
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      json: { type: 'boolean' },
-      dtype: { type: 'string' },
-      backend: { type: 'string' },
-      hub: { type: 'string' },
-      revision: { type: 'string' },
-      prompt: { type: 'string' },
-      chat: { type: 'boolean' },
-      system: { type: 'string' },
-      'max-new-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'repetition-penalty': { type: 'string' },
-      seed: { type: 'string' },
-      vector: { type: 'string' },
-      layer: { type: 'string' },
-      strength: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (!command || values.help || command === 'help') {
+  const { values, positionals } = parseFlags(rest);
+  if (!command || values.help || command === 'help' || command === '--help' || command === '-h') {
     console.log(USAGE);
     return command ? 0 : 2;
   }
+  if (!COMMANDS.includes(command)) throw new UsageError(`unknown command "${command}"`);
   const target = positionals[0];
   if (!target) throw new UsageError(`${command} needs a model`);
   const dtype = values.dtype ? parseDtype(values.dtype) : undefined;
@@ -82,6 +52,38 @@ async function main(argv: string[]): Promise<number> {
 }
 
 type Flags = Record<string, string | boolean | undefined>;
+
+const COMMANDS = ['inspect', 'check', 'generate'];
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  dtype: { type: 'string' },
+  backend: { type: 'string' },
+  hub: { type: 'string' },
+  revision: { type: 'string' },
+  prompt: { type: 'string' },
+  chat: { type: 'boolean' },
+  system: { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  seed: { type: 'string' },
+  vector: { type: 'string' },
+  layer: { type: 'string' },
+  strength: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** parseArgs, with its errors (unknown option, missing value …) reported as usage errors: exit 2 with the usage. */
+function parseFlags(args: string[]) {
+  try {
+    return parseArgs({ args, allowPositionals: true, options: OPTIONS });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
 
 function parseBackend(value: string): Backend {
   if (value !== 'wasm' && value !== 'webgpu') throw new UsageError(`--backend must be wasm or webgpu, not "${value}"`);
@@ -204,11 +206,12 @@ async function check(target: string, dtype: Dtype | undefined, backend: Backend,
 
 async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
+  // The vector file is read before the model so that a bad file is refused before a long load or download.
+  const file = flags.vector ? parseVectorFile(await readFile(flags.vector as string, 'utf8'), flags.vector as string) : undefined;
   const source = await sourceFor(target, flags);
   const model = await loadModel(source, { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
   const rows: SteeringRow[] = [[]];
-  if (flags.vector) {
-    const file = parseVectorFile(await readFile(flags.vector as string, 'utf8'), flags.vector as string);
+  if (file) {
     assertVectorFits(file, model.info);
     const layer = number(flags, 'layer') ?? (file.directions.length === 1 ? file.directions[0].layer : undefined);
     if (layer === undefined) throw new UsageError(`${flags.vector} holds directions for layers ${file.directions.map((d) => d.layer).join(', ')}: choose one with --layer`);

@@ -1,8 +1,10 @@
 /**
- * ONNX Runtime Web, set up once: the WebGPU build (which also carries the WASM CPU provider), backend
- * detection, and session creation with the KV cache kept on the GPU.
+ * ONNX Runtime Web, set up once: the WebGPU build (which also carries the WASM CPU provider) in browsers,
+ * the plain WASM build in Node (package.json "imports": the WebGPU build's giant asyncify functions keep
+ * V8's optimising compiler busy for tens of seconds there), backend detection, and session creation with
+ * the KV cache kept on the GPU.
  */
-import * as ort from 'onnxruntime-web/webgpu';
+import * as ort from '#onnxruntime';
 
 export { ort };
 export type Backend = 'webgpu' | 'wasm';
@@ -35,6 +37,11 @@ export async function detectBackends(): Promise<BackendSupport> {
   }
 }
 
+interface NodeProcessLike {
+  versions?: { node?: string };
+  getBuiltinModule?: (name: 'node:v8') => { setFlagsFromString(flags: string): void } | undefined;
+}
+
 let configured = false;
 
 function configureOnce(): void {
@@ -44,7 +51,11 @@ function configureOnce(): void {
   ort.env.wasm.proxy = false;
   const isolated = (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated;
   const cores = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
-  const isNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+  const nodeProcess = (globalThis as { process?: NodeProcessLike }).process;
+  const isNode = typeof nodeProcess?.versions?.node === 'string';
+  // ORT's wasm has megabyte-sized functions: V8's optimising tier spends tens of seconds of a core on them
+  // (slowing every run on two cores and holding up process exit), so Node stays on the baseline compiler.
+  if (isNode) nodeProcess?.getBuiltinModule?.('node:v8')?.setFlagsFromString('--liftoff-only');
   // Threads need SharedArrayBuffer: cross-origin isolation in browsers; Node always has it.
   ort.env.wasm.numThreads = isolated || isNode ? Math.max(1, Math.min(4, cores)) : 1;
 }

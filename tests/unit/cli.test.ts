@@ -1,0 +1,199 @@
+/**
+ * The `tiller` command line, run for real as a subprocess (`node bin/tiller.mjs …`) against the shared
+ * models: what it prints, what it exits with, and how it refuses bad input.
+ */
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHubServer } from '../support/hub-server.ts';
+import { sharedGraphPath, sharedModel, sharedModelsDir } from '../support/paths.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const stories = sharedModel('stories260K-hf');
+const builder = sharedModel('tiny-random-llama-builder-fp16');
+const gqaFile = sharedGraphPath('gqa');
+const STORY_START = 'Once upon a time, there was a little girl named Lily.';
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+/** Runs `node bin/tiller.mjs ...args` in the repository root; never rejects, whatever the exit code. */
+function tiller(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, NPM_CONFIG_LOGLEVEL: 'error', ...env };
+  if (!env.TILLER_HUB_URL) delete childEnv.TILLER_HUB_URL;
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['bin/tiller.mjs', ...args], { cwd: repoRoot, env: childEnv, timeout: 60_000, maxBuffer: 16 << 20 },
+      (error, stdout, stderr) => {
+        const code = !error ? 0 : typeof error.code === 'number' ? error.code : null;
+        resolve({ code, stdout, stderr: stderr + (code === null ? `\n(not a normal exit: ${error?.message})` : '') });
+      });
+  });
+}
+
+/** Runs tiller, expects exit code 0, and returns its output. */
+async function ok(args: string[], env?: Record<string, string>): Promise<Run> {
+  const run = await tiller(args, env);
+  expect(run.code, `tiller ${args.join(' ')}\n${run.stderr}`).toBe(0);
+  return run;
+}
+
+const greedy = (model: string, ...extra: string[]) => ['generate', model, '--prompt', '', '--max-new-tokens', '20', ...extra];
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'tiller-cli-'));
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function writeVector(name: string, hiddenSize: number, vector: number[]): Promise<string> {
+  const file = path.join(tmp, name);
+  await writeFile(file, JSON.stringify({ format: 'tiller.vector', version: 1, model: { id: 'stories260K-hf' }, hiddenSize, directions: [{ layer: 2, vector }] }));
+  return file;
+}
+
+describe('tiller inspect', () => {
+  it('reports a torch graph with one residual Add per layer (stories260K-hf)', async () => {
+    const { stdout } = await ok(['inspect', stories]);
+    expect(stdout).toMatch(/^flavour\s+torch/m);
+    expect(stdout).toMatch(/^layers\s+5$/m);
+    expect(stdout).toMatch(/^hidden size\s+64$/m);
+    expect(stdout).toMatch(/^residual\s+float32$/m);
+    const residuals = [...stdout.matchAll(/^\s+(\d+)\s+(\S+)\s+← Add /gm)];
+    expect(residuals.map((m) => Number(m[1]))).toEqual([0, 1, 2, 3, 4]);
+    expect(new Set(residuals.map((m) => m[2])).size).toBe(5);
+  });
+
+  it('--json gives the same analysis as data', async () => {
+    const report = JSON.parse((await ok(['inspect', stories, '--json'])).stdout);
+    expect(report).toMatchObject({ flavour: 'torch', layerCount: 5, hiddenSize: 64, residualDtype: 'float32' });
+    expect(report.layers).toHaveLength(5);
+    for (const [i, layer] of report.layers.entries()) {
+      expect(layer).toMatchObject({ layer: i, materialised: true });
+      expect(layer.residual).toEqual(expect.any(String));
+    }
+  });
+
+  it('reports the fused builder graph in fp16, the last residual not materialised', async () => {
+    const report = JSON.parse((await ok(['inspect', builder, '--json'])).stdout);
+    expect(report).toMatchObject({ flavour: 'fused', layerCount: 2, residualDtype: 'float16', file: 'onnx/model_fp16.onnx' });
+    expect(report.externalData).toEqual(['model.onnx.data']);
+    expect(report.layers[0].residual).toEqual(expect.any(String));
+    expect(report.layers[1]).toMatchObject({ residual: null, materialised: false });
+  });
+
+  it('reads a single .onnx file without config: layers from past_key_values, int32 input_ids', async () => {
+    const report = JSON.parse((await ok(['inspect', gqaFile, '--json'])).stdout);
+    expect(report).toMatchObject({ flavour: 'fused', layerCount: 2, inputs: { inputIds: 'int32' } });
+    expect(report.kvCache.map((entry: { key: string }) => entry.key)).toEqual(['past_key_values.0.key', 'past_key_values.1.key']);
+  });
+});
+
+describe('tiller check', () => {
+  it.each([
+    ['stories260K-hf (folder)', stories, 5],
+    ['tiny-random-llama-builder-fp16 (folder)', builder, 2],
+    ['tiny-random-qwen-gqa-decoder (single .onnx)', gqaFile, 2],
+  ])('passes on %s', async (_name, target, layers) => {
+    const { stdout } = await ok(['check', target]);
+    expect(stdout).toContain(`${layers} layers`);
+    const zero = /zero steering: largest logit difference (\S+) \(tolerance (\S+)\) ok/.exec(stdout);
+    expect(zero, stdout).not.toBeNull();
+    expect(Number(zero![1])).toBeLessThanOrEqual(Number(zero![2]));
+    expect(stdout.match(/^layer \d+: steering by v moves the residual by v .* ok$/gm)).toHaveLength(layers);
+    expect(stdout.trimEnd().split('\n').at(-1)).toBe('check passed');
+  });
+});
+
+describe('tiller generate', () => {
+  let plain: Promise<Run> | undefined;
+  /** Greedy, unsteered text of stories260K-hf from BOS, shared by the tests below. */
+  const plainText = async () => (await (plain ??= ok(greedy(stories)))).stdout;
+
+  it('greedy text from a folder on stdout, speed on stderr', async () => {
+    const run = await (plain ??= ok(greedy(stories)));
+    expect(run.stdout.startsWith(STORY_START)).toBe(true);
+    expect(run.stdout).not.toContain('tokens/s');
+    expect(run.stderr).toMatch(/20 tokens, [\d.]+ tokens\/s \(wasm\)/);
+  });
+
+  it('the same text from a Hub id (TILLER_HUB_URL)', async () => {
+    const hub = await startHubServer({ root: sharedModelsDir, repos: { 'tiller-test/stories260K-hf': stories } });
+    try {
+      const run = await ok(greedy('tiller-test/stories260K-hf'), { TILLER_HUB_URL: hub.baseUrl });
+      expect(run.stdout).toBe(await plainText());
+      expect(hub.requests).toContain('/tiller-test/stories260K-hf/resolve/main/onnx/model.onnx');
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it('a steering vector at layer 2 changes the greedy text; strength 0 does not', async () => {
+    const vector = await writeVector('steer.json', 64, Array.from({ length: 64 }, (_, i) => 2 * Math.sin(i * 12.9898)));
+    const steered = await ok(greedy(stories, '--vector', vector, '--layer', '2', '--strength', '1'));
+    const zero = await ok(greedy(stories, '--vector', vector, '--layer', '2', '--strength', '0'));
+    const text = await plainText();
+    expect(steered.stdout).not.toBe(text);
+    expect(steered.stdout.trim().length).toBeGreaterThan(0);
+    expect(zero.stdout).toBe(text);
+  });
+
+  it('refuses a vector made for another hidden size, naming both sizes', async () => {
+    const run = await tiller(greedy(stories, '--vector', await writeVector('small.json', 32, Array(32).fill(1)), '--layer', '2'));
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/hidden size 32.*hidden size 64/);
+    expect(run.stdout).toBe('');
+  });
+
+  it('refuses a malformed vector file, naming the bad field', async () => {
+    const run = await tiller(greedy(stories, '--vector', await writeVector('short.json', 64, Array(10).fill(1)), '--layer', '2'));
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('field "directions[0].vector" must hold 64 finite numbers');
+  });
+});
+
+describe('tiller errors', () => {
+  it('an unknown command exits 2 with the usage', async () => {
+    for (const args of [['frobnicate', stories], ['frobnicate']]) {
+      const run = await tiller(args);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain('unknown command "frobnicate"');
+      expect(run.stderr).toContain('usage:');
+    }
+  });
+
+  it('an unknown option exits 2 with the usage', async () => {
+    const run = await tiller(['generate', stories, '--prompt', '', '--max-tokens', '5']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("Unknown option '--max-tokens'");
+    expect(run.stderr).toContain('usage:');
+  });
+
+  it('a path that is neither a folder nor a Hub id exits 2', async () => {
+    const run = await tiller(['inspect', path.join(tmp, 'no', 'such', 'folder')]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('is neither a folder nor a Hub id (owner/name)');
+  });
+
+  it('generate on a folder without config.json exits 1 and says so', async () => {
+    const folder = path.join(tmp, 'no-config');
+    await mkdir(path.join(folder, 'onnx'), { recursive: true });
+    await copyFile(path.join(stories, 'onnx/model.onnx'), path.join(folder, 'onnx/model.onnx'));
+    const run = await tiller(['generate', folder, '--prompt', 'Hi']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('has no config.json');
+  });
+
+  it('inspect on a truncated .onnx exits 1 and says it is not a complete model', async () => {
+    const bytes = await readFile(sharedGraphPath('stories'));
+    const file = path.join(tmp, 'truncated.onnx');
+    await writeFile(file, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+    const run = await tiller(['inspect', file]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('is not a complete ONNX model');
+    expect(run.stderr).toContain('truncated');
+  });
+});
