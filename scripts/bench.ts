@@ -123,7 +123,7 @@ async function main() {
   }
   mkdirSync('.reports', { recursive: true });
   writeFileSync('.reports/bench.json', JSON.stringify({ date: new Date().toISOString(), machine, quick, steps, repeats, results }, null, 2));
-  console.log('Peak RSS is mostly ONNX Runtime's WASM module and threads, not the model; "MB to ORT" is what the engine hands over (graph + buffers it already held).');
+  console.log('Peak RSS is mostly the ONNX Runtime WASM module and its threads, not the model; "MB to ORT" is what the engine hands over (graph + buffers it already held).');
   console.log('wrote .reports/bench.json');
 }
 
