@@ -1,12 +1,15 @@
 /**
- * `tiller` — the engine from a terminal: inspect a graph, check the steering edit, generate text.
+ * `tiller` — the engine from a terminal: inspect a graph, check the steering edit, extract a direction,
+ * see the next-token distribution, generate text.
  * Same engine code as the browser app; models come from a folder, a single .onnx file, or a Hub id.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkSteering, openCheckPair } from '../src/engine/check.ts';
-import { generate } from '../src/engine/generate.ts';
+import { type ContrastiveSet, extractDirections } from '../src/engine/extract.ts';
+import { type GenerateRequest, generate } from '../src/engine/generate.ts';
+import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/gguf.ts';
 import { loadModel, resolveBackend } from '../src/engine/load.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
 import { parseModel, typeName } from '../src/engine/onnx/model.ts';
@@ -15,15 +18,28 @@ import { HubSource } from '../src/engine/sources/hub.ts';
 import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import type { ModelSource } from '../src/engine/sources/source.ts';
 import { type Dtype, onnxFileForDtype, parseDtype, pickDtype } from '../src/engine/sources/variants.ts';
-import type { SteeringRow } from '../src/engine/steerable-model.ts';
-import { assertVectorFits, parseVectorFile } from '../src/engine/vector-file.ts';
+import { type NextToken, nextTokens } from '../src/engine/next-token.ts';
+import { contrastiveSetOf, presetById } from '../src/engine/presets.ts';
+import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
+import { multiplierFor, scaledDirection } from '../src/engine/strength.ts';
+import {
+  type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
+} from '../src/engine/vector-file.ts';
 
 const USAGE = `usage:
   tiller inspect <model> [--json] [--dtype D]
   tiller check <model> [--dtype D] [--backend wasm|webgpu]
   tiller generate <model> --prompt TEXT [--chat] [--system TEXT] [--dtype D] [--max-new-tokens N]
                   [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
-                  [--vector FILE --layer L --strength A]
+                  [--vector FILE [--layer L] [--strength S]]
+  tiller extract <model> (--preset NAME | --positive FILE --negative FILE) [--method mean|pca]
+                  [--mode last|mean|answer] --out FILE.json|FILE.gguf
+  tiller next <model> --prompt TEXT [--chat] [--vector FILE [--layer L] [--strength S]] [--top K] [--json]
+
+--strength is relative to the layer's typical residual length (1 adds a vector as long as a token's
+residual; ±0.1–0.5 is the useful range) for vectors Tiller extracted; for GGUF control vectors, which
+carry no residual norms, it multiplies the vector as llama.cpp does. --layer defaults to the file's
+recommended layer. --positive/--negative files hold one text per line, or a JSON list of strings.
 
 <model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
 sets the server), or, for inspect and check, a single .onnx file.`;
@@ -47,13 +63,15 @@ async function main(argv: string[]): Promise<number> {
     case 'inspect': return inspect(target, dtype, values);
     case 'check': return check(target, dtype, backend, values);
     case 'generate': return generateCommand(target, dtype, backend, values);
+    case 'extract': return extractCommand(target, dtype, backend, values);
+    case 'next': return nextCommand(target, dtype, backend, values);
     default: throw new UsageError(`unknown command "${command}"`);
   }
 }
 
 type Flags = Record<string, string | boolean | undefined>;
 
-const COMMANDS = ['inspect', 'check', 'generate'];
+const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'next'];
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -73,6 +91,13 @@ const OPTIONS = {
   vector: { type: 'string' },
   layer: { type: 'string' },
   strength: { type: 'string' },
+  preset: { type: 'string' },
+  positive: { type: 'string' },
+  negative: { type: 'string' },
+  method: { type: 'string' },
+  mode: { type: 'string' },
+  out: { type: 'string' },
+  top: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -204,29 +229,47 @@ async function check(target: string, dtype: Dtype | undefined, backend: Backend,
   return report.ok ? 0 : 1;
 }
 
+/** The vector file named by --vector, read before the model so a bad file is refused before a long load. */
+async function readVectorFlag(flags: Flags): Promise<VectorFile | ControlVector | undefined> {
+  const file = flags.vector as string | undefined;
+  if (!file) return undefined;
+  const bytes = await readFile(file).catch(() => {
+    throw new UsageError(`--vector ${file}: no such file`);
+  });
+  return file.endsWith('.gguf') ? readControlVectorGguf(new Uint8Array(bytes), file) : parseVectorFile(bytes.toString('utf8'), file);
+}
+
+/** One steering row from --vector/--layer/--strength, with the strength printed both ways. */
+function steeringFromFlags(vectors: VectorFile | ControlVector | undefined, model: SteerableModel, flags: Flags): SteeringRow {
+  if (!vectors) return [];
+  const file = 'format' in vectors ? vectors : vectorFileFromControlVector(vectors, model.info);
+  assertVectorFits(file, model.info);
+  const layers = file.directions.map((d) => d.layer).join(', ');
+  const layer = number(flags, 'layer') ?? file.recommendedLayer ?? (file.directions.length === 1 ? file.directions[0].layer : undefined);
+  if (layer === undefined) throw new UsageError(`${flags.vector} holds directions for layers ${layers}: choose one with --layer`);
+  const direction = file.directions.find((d) => d.layer === layer);
+  if (!direction) throw new UsageError(`${flags.vector} has no direction for layer ${layer} (it has ${layers})`);
+  const strength = number(flags, 'strength') ?? 0.25;
+  const multiplier = direction.meanResidualNorm ? multiplierFor(strength, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm }) : strength;
+  console.error(direction.meanResidualNorm
+    ? `steering layer ${layer}: strength ${strength} (relative to the residual norm ${direction.meanResidualNorm.toFixed(3)}) = ${multiplier.toFixed(4)} × the direction (norm ${direction.norm.toFixed(3)})`
+    : `steering layer ${layer}: ${multiplier} × the control vector (norm ${direction.norm.toFixed(3)}; the file has no residual norms, so the strength is absolute)`);
+  return [{ layer, vector: scaledDirection(direction.vector, multiplier) }];
+}
+
+function promptFromFlags(flags: Flags): Pick<GenerateRequest, 'prompt' | 'messages'> {
+  const prompt = flags.prompt as string;
+  if (!flags.chat) return { prompt };
+  const system = typeof flags.system === 'string' ? [{ role: 'system', content: flags.system }] : [];
+  return { messages: [...system, { role: 'user', content: prompt }] };
+}
+
 async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
-  // The vector file is read before the model so that a bad file is refused before a long load or download.
-  const file = flags.vector ? parseVectorFile(await readFile(flags.vector as string, 'utf8'), flags.vector as string) : undefined;
-  const source = await sourceFor(target, flags);
-  const model = await loadModel(source, { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
-  const rows: SteeringRow[] = [[]];
-  if (file) {
-    assertVectorFits(file, model.info);
-    const layer = number(flags, 'layer') ?? (file.directions.length === 1 ? file.directions[0].layer : undefined);
-    if (layer === undefined) throw new UsageError(`${flags.vector} holds directions for layers ${file.directions.map((d) => d.layer).join(', ')}: choose one with --layer`);
-    const direction = file.directions.find((d) => d.layer === layer);
-    if (!direction) throw new UsageError(`${flags.vector} has no direction for layer ${layer} (it has ${file.directions.map((d) => d.layer).join(', ')})`);
-    const strength = number(flags, 'strength') ?? 1;
-    rows[0] = [{ layer, vector: direction.vector.map((v) => v * strength) }];
-  }
-  const prompt = flags.prompt;
-  const messages = flags.chat
-    ? [...(typeof flags.system === 'string' ? [{ role: 'system', content: flags.system }] : []), { role: 'user', content: prompt }]
-    : undefined;
+  const vectors = await readVectorFlag(flags);
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
   const result = await generate(model, {
-    prompt: messages ? undefined : prompt,
-    messages,
+    ...promptFromFlags(flags),
     maxNewTokens: number(flags, 'max-new-tokens') ?? 128,
     sampling: {
       temperature: number(flags, 'temperature') ?? 0,
@@ -235,13 +278,88 @@ async function generateCommand(target: string, dtype: Dtype | undefined, backend
       repetitionPenalty: number(flags, 'repetition-penalty'),
       seed: number(flags, 'seed') ?? 0,
     },
-    rows,
+    rows: [steeringFromFlags(vectors, model, flags)],
   }, { onToken: (event) => process.stdout.write(event.text) });
   process.stdout.write('\n');
   if (result.truncatedPromptTokens) console.error(`note: the prompt was cut by ${result.truncatedPromptTokens} tokens to fit the ${model.contextLength}-token context`);
   console.error(`${result.rows[0].tokenIds.length} tokens, ${result.tokensPerSecond.toFixed(1)} tokens/s (${model.backend})`);
   await model.dispose();
   return 0;
+}
+
+async function nextCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  if (typeof flags.prompt !== 'string') throw new UsageError('next needs --prompt TEXT');
+  const vectors = await readVectorFlag(flags);
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
+  const steering = steeringFromFlags(vectors, model, flags);
+  const rows = steering.length > 0 ? [[], steering] : [[]];
+  const [unsteered, steered] = await nextTokens(model, { ...promptFromFlags(flags), rows, top: number(flags, 'top') ?? 10 });
+  if (flags.json) {
+    console.log(JSON.stringify({ prompt: flags.prompt, unsteered, steered }, null, 1));
+  } else {
+    const show = (t: NextToken) => `${JSON.stringify(t.text).padEnd(16)} p=${t.probability.toFixed(4)}  logit=${t.logit.toFixed(3)}`;
+    console.log(steered ? `${'unsteered'.padEnd(44)}steered` : 'next token');
+    unsteered.forEach((token, i) => console.log(`${show(token).padEnd(44)}${steered ? show(steered[i]) : ''}`));
+  }
+  await model.dispose();
+  return 0;
+}
+
+async function extractCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  const out = flags.out as string | undefined;
+  if (!out || !/\.(json|gguf)$/.test(out)) throw new UsageError('extract needs --out FILE.json or --out FILE.gguf');
+  const method = flags.method === undefined ? undefined : oneOf(flags, 'method', ['mean', 'pca'] as const);
+  const mode = flags.mode === undefined ? undefined : oneOf(flags, 'mode', ['last', 'mean', 'answer'] as const);
+  let set: ContrastiveSet;
+  const preset = flags.preset as string | undefined;
+  if (preset) set = contrastiveSetOf(presetById(preset));
+  else if (flags.positive && flags.negative) set = { kind: 'texts', positive: await readTexts(flags.positive as string), negative: await readTexts(flags.negative as string) };
+  else throw new UsageError('extract needs --preset NAME, or --positive FILE and --negative FILE');
+
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
+  const started = performance.now();
+  const extraction = await extractDirections(model, set, { method, mode }, {
+    onProgress: (stage, done, total) => process.stderr.isTTY && process.stderr.write(`\r${stage} ${done}/${total}${done === total ? '\n' : ''}`),
+  });
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`${model.id}: ${extraction.method} of ${extraction.mode === 'answer' ? 'answer tokens' : extraction.mode === 'last' ? 'last tokens' : 'token means'}, ` +
+    `${extraction.positiveCount} + ${extraction.negativeCount} examples, scores held out over ${extraction.folds} folds, ${seconds.toFixed(1)} s`);
+  console.log('layer  ‖direction‖  residual norm  AUROC  separation (d′)');
+  for (const l of extraction.layers) {
+    console.log(`${String(l.layer).padStart(5)}  ${l.norm.toFixed(4).padStart(11)}  ${l.meanResidualNorm.toFixed(3).padStart(13)}  ${l.auroc.toFixed(3)}  ${l.separation.toFixed(2).padStart(15)}${l.layer === extraction.recommendedLayer ? '  ← recommended' : ''}`);
+  }
+  for (const [side, answers] of Object.entries(extraction.sampleAnswers ?? {})) {
+    for (const answer of answers) console.log(`${side} answer: ${JSON.stringify(answer)}`);
+  }
+  const file = vectorFileFromExtraction(extraction, model.info, preset);
+  if (out.endsWith('.gguf')) {
+    const exportable = file.directions.filter((d) => d.layer > 0);
+    if (exportable.length < file.directions.length) console.error('note: layer 0 is left out of the GGUF file: llama.cpp cannot load a direction for block 0');
+    await writeFile(out, writeControlVectorGguf({ modelHint: String(model.config.model_type ?? 'llama'), directions: exportable }));
+  } else {
+    await writeFile(out, serializeVectorFile(file));
+  }
+  console.log(`recommended layer ${extraction.recommendedLayer}; wrote ${out}`);
+  await model.dispose();
+  return 0;
+}
+
+function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T {
+  const value = flags[name];
+  if (typeof value !== 'string' || !allowed.includes(value as T)) throw new UsageError(`--${name} must be one of ${allowed.join(', ')}, not "${value}"`);
+  return value as T;
+}
+
+async function readTexts(file: string): Promise<string[]> {
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw new UsageError(`${file}: no such file`);
+  });
+  if (file.endsWith('.json')) {
+    const list = JSON.parse(text);
+    if (!Array.isArray(list) || !list.every((t) => typeof t === 'string')) throw new Error(`${file} must hold a JSON list of strings`);
+    return list;
+  }
+  return text.split('\n').map((line) => line.trim()).filter(Boolean);
 }
 
 main(process.argv.slice(2)).then(

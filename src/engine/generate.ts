@@ -23,6 +23,9 @@ export interface GenerateRequest {
   rows?: SteeringRow[];
   /** Steer the prompt's positions too (default), or only the generated ones. */
   steerPrompt?: boolean;
+  /** Give each row its own random stream (seed + row), for several samples of one prompt; by default every
+   *  row draws the same stream, so rows differ only by their steering. */
+  seedPerRow?: boolean;
   /** Tokens that end a row besides the model's EOS (llama2.c models end stories with BOS, for one). */
   stopTokenIds?: number[];
 }
@@ -97,8 +100,7 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
   const streams = rows.map(() => new TokenTextStream(decode));
   const generated: number[][] = rows.map(() => []);
   const finish: (FinishReason | undefined)[] = rows.map(() => undefined);
-  // Same seed in every row, so rows differ only by their steering.
-  const random = rows.map(() => createRng(sampling.seed ?? 0));
+  const random = rows.map((_, row) => createRng((sampling.seed ?? 0) + (request.seedPerRow ? row : 0)));
 
   const started = performance.now();
   let prefillMs = 0;

@@ -25,11 +25,13 @@ export interface CaptureControls {
   signal?: AbortSignal;
 }
 
-/** `vectors[prompt][i]` is the reduced residual at `layers[i]`, `hiddenSize` floats. */
+/** `vectors[prompt][i]` is the reduced residual at `layers[i]`, `hiddenSize` floats; `tokenNorms[prompt][i]`
+ *  the mean length of the individual token residuals that went into it (the scale steering strengths use). */
 export interface CaptureResult {
   layers: number[];
   hiddenSize: number;
   vectors: Float32Array[][];
+  tokenNorms: number[][];
 }
 
 export async function captureHiddenStates(model: SteerableModel, request: CaptureRequest, controls: CaptureControls = {}): Promise<CaptureResult> {
@@ -52,6 +54,7 @@ export async function captureHiddenStates(model: SteerableModel, request: Captur
   });
 
   const vectors: Float32Array[][] = prompts.map(() => []);
+  const tokenNorms: number[][] = prompts.map(() => []);
   let done = 0;
   for (const [length, group] of byLength) {
     for (let first = 0; first < group.length; first += batchSize) {
@@ -65,20 +68,27 @@ export async function captureHiddenStates(model: SteerableModel, request: Captur
       });
       members.forEach((promptIndex, row) => {
         const [start, end] = request.reduce === 'last' ? [length - 1, length] : request.ranges?.[promptIndex] ?? [0, length];
-        vectors[promptIndex] = layers.map((layer) => {
+        layers.forEach((layer, layerIndex) => {
           const states = result.hidden.get(layer)!;
-          const out = new Float32Array(hidden);
+          const sum = new Float32Array(hidden);
+          let normSum = 0;
           for (let position = start; position < end; position++) {
             const offset = (row * length + position) * hidden;
-            for (let i = 0; i < hidden; i++) out[i] += states[offset + i];
+            let squares = 0;
+            for (let i = 0; i < hidden; i++) {
+              sum[i] += states[offset + i];
+              squares += states[offset + i] ** 2;
+            }
+            normSum += Math.sqrt(squares);
           }
-          for (let i = 0; i < hidden; i++) out[i] /= end - start;
-          return out;
+          for (let i = 0; i < hidden; i++) sum[i] /= end - start;
+          vectors[promptIndex][layerIndex] = sum;
+          tokenNorms[promptIndex][layerIndex] = normSum / (end - start);
         });
       });
       done += members.length;
       controls.onProgress?.(done, prompts.length);
     }
   }
-  return { layers, hiddenSize: hidden, vectors };
+  return { layers, hiddenSize: hidden, vectors, tokenNorms };
 }

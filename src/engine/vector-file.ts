@@ -1,12 +1,21 @@
 /**
- * Steering vector files (JSON): one or more per-layer directions for a model, with where they came from.
- * Validated on the way in, so a wrong file is refused with the field named.
+ * Steering vector files (JSON): per-layer directions for one model, with where they came from, so a file
+ * says which model, prompts and method made it. Validated on the way in: a wrong file is refused with the
+ * field named, and a vector for another model is refused before it steers anything.
  */
+import type { DirectionMethod } from './directions.ts';
+import type { ExtractionMode, Extraction } from './extract.ts';
+import type { ControlVector } from './gguf.ts';
 
 export interface VectorDirection {
   /** 0-based decoder layer whose output residual the vector is added to. */
   layer: number;
   vector: Float32Array;
+  norm: number;
+  /** Mean token residual length at this layer: present when the file can express relative strengths. */
+  meanResidualNorm?: number;
+  auroc?: number;
+  separation?: number;
 }
 
 export interface VectorFile {
@@ -14,12 +23,58 @@ export interface VectorFile {
   version: 1;
   model: { id: string; revision?: string };
   hiddenSize: number;
+  /** How the directions were made ('gguf' for vectors imported from a control-vector file). */
+  method?: DirectionMethod | 'gguf';
+  mode?: ExtractionMode;
+  preset?: string;
+  promptSetHash?: string;
+  created?: string;
+  recommendedLayer?: number;
   directions: VectorDirection[];
-  /** Free-form provenance (method, prompts, date …). */
-  provenance?: Record<string, unknown>;
 }
 
 export class VectorFileError extends Error {}
+
+export function vectorFileFromExtraction(
+  extraction: Extraction,
+  model: { id: string; revision?: string; hiddenSize: number },
+  preset?: string,
+): VectorFile {
+  return {
+    format: 'tiller.vector',
+    version: 1,
+    model: { id: model.id, revision: model.revision },
+    hiddenSize: model.hiddenSize,
+    method: extraction.method,
+    mode: extraction.mode,
+    preset,
+    promptSetHash: extraction.promptSetHash,
+    created: new Date().toISOString(),
+    recommendedLayer: extraction.recommendedLayer,
+    directions: extraction.layers.map(({ layer, direction, norm, meanResidualNorm, auroc, separation }) => ({
+      layer, vector: direction, norm, meanResidualNorm, auroc, separation,
+    })),
+  };
+}
+
+/** A llama.cpp control vector as a vector file. GGUF names only an architecture ("llama"), not the model, so
+ *  the file is attributed to the model it is loaded into; its hidden size is still checked. */
+export function vectorFileFromControlVector(vector: ControlVector, model: { id: string }): VectorFile {
+  return {
+    format: 'tiller.vector',
+    version: 1,
+    model: { id: model.id },
+    hiddenSize: vector.directions[0].vector.length,
+    method: 'gguf',
+    directions: vector.directions.map(({ layer, vector: values }) => ({
+      layer, vector: values, norm: Math.sqrt(values.reduce((sum, v) => sum + v * v, 0)),
+    })),
+  };
+}
+
+export function serializeVectorFile(file: VectorFile): string {
+  return JSON.stringify({ ...file, directions: file.directions.map((d) => ({ ...d, vector: Array.from(d.vector) })) }, null, 1);
+}
 
 export function parseVectorFile(text: string, fileName = 'vector file'): VectorFile {
   let data: unknown;
@@ -31,39 +86,72 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
   const fail = (field: string, expected: string): never => {
     throw new VectorFileError(`${fileName}: field "${field}" ${expected}`);
   };
-  if (typeof data !== 'object' || data === null) return fail('(root)', 'must be an object');
-  const root = data as Record<string, unknown>;
-  if (root.format !== 'tiller.vector') fail('format', 'must be "tiller.vector"');
-  if (root.version !== 1) fail('version', `must be 1 (this file says ${JSON.stringify(root.version)})`);
-  const model = root.model as Record<string, unknown> | undefined;
-  if (!model || typeof model.id !== 'string') fail('model.id', 'must name the model the vector was made for');
-  const hiddenSize = root.hiddenSize;
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(data)) return fail('(root)', 'must be an object');
+  const optional = <T>(field: string, check: (v: unknown) => boolean, expected: string): T | undefined => {
+    const value = data[field];
+    if (value === undefined) return undefined;
+    if (!check(value)) fail(field, expected);
+    return value as T;
+  };
+  const isNumber = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const isString = (v: unknown) => typeof v === 'string';
+
+  if (data.format !== 'tiller.vector') fail('format', 'must be "tiller.vector"');
+  if (data.version !== 1) fail('version', `must be 1 (this file says ${JSON.stringify(data.version)})`);
+  const model = data.model;
+  if (!isObject(model) || typeof model.id !== 'string' || model.id === '') fail('model.id', 'must name the model the vector was made for');
+  const { id, revision } = model as { id: string; revision?: unknown };
+  if (revision !== undefined && typeof revision !== 'string') fail('model.revision', 'must be a string');
+  const hiddenSize = data.hiddenSize;
   if (!Number.isInteger(hiddenSize) || (hiddenSize as number) <= 0) fail('hiddenSize', 'must be a positive integer');
-  if (!Array.isArray(root.directions) || root.directions.length === 0) fail('directions', 'must be a non-empty list');
-  const directions = (root.directions as unknown[]).map((entry, index) => {
-    const direction = entry as Record<string, unknown>;
-    if (!Number.isInteger(direction.layer) || (direction.layer as number) < 0) fail(`directions[${index}].layer`, 'must be a layer index ≥ 0');
-    const values = direction.vector;
-    if (!Array.isArray(values) || values.length !== hiddenSize || !values.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      fail(`directions[${index}].vector`, `must hold ${hiddenSize} finite numbers`);
+  if (!Array.isArray(data.directions) || data.directions.length === 0) fail('directions', 'must be a non-empty list');
+
+  const layersSeen = new Set<number>();
+  const directions = (data.directions as unknown[]).map((entry, index): VectorDirection => {
+    const at = (field: string) => `directions[${index}].${field}`;
+    if (!isObject(entry)) return fail(`directions[${index}]`, 'must be an object');
+    const layer = entry.layer;
+    if (!Number.isInteger(layer) || (layer as number) < 0) fail(at('layer'), 'must be a layer index ≥ 0');
+    if (layersSeen.has(layer as number)) fail(at('layer'), `repeats layer ${layer}`);
+    layersSeen.add(layer as number);
+    const values = entry.vector;
+    if (!Array.isArray(values) || values.length !== hiddenSize || !values.every(isNumber)) {
+      fail(at('vector'), `must hold ${hiddenSize} finite numbers (hiddenSize)`);
     }
-    return { layer: direction.layer as number, vector: Float32Array.from(values as number[]) };
+    const vector = Float32Array.from(values as number[]);
+    const number = (field: string, positive: boolean) => {
+      const value = entry[field];
+      if (value === undefined) return undefined;
+      if (!isNumber(value) || (positive && (value as number) <= 0)) fail(at(field), positive ? 'must be a positive number' : 'must be a number');
+      return value as number;
+    };
+    return {
+      layer: layer as number,
+      vector,
+      norm: number('norm', false) ?? Math.sqrt(vector.reduce((sum, v) => sum + v * v, 0)),
+      meanResidualNorm: number('meanResidualNorm', true),
+      auroc: number('auroc', false),
+      separation: number('separation', false),
+    };
   });
+  const recommendedLayer = optional<number>('recommendedLayer', (v) => Number.isInteger(v) && layersSeen.has(v as number), 'must be one of the layers in "directions"');
   return {
     format: 'tiller.vector',
     version: 1,
-    model: { id: model!.id as string, revision: typeof model!.revision === 'string' ? model!.revision : undefined },
+    model: { id, revision: revision as string | undefined },
     hiddenSize: hiddenSize as number,
+    method: optional('method', (v) => v === 'mean' || v === 'pca' || v === 'gguf', 'must be "mean", "pca" or "gguf"'),
+    mode: optional('mode', (v) => v === 'last' || v === 'mean' || v === 'answer', 'must be "last", "mean" or "answer"'),
+    preset: optional('preset', isString, 'must be a string'),
+    promptSetHash: optional('promptSetHash', isString, 'must be a string'),
+    created: optional('created', isString, 'must be a date string'),
+    recommendedLayer,
     directions,
-    provenance: typeof root.provenance === 'object' && root.provenance !== null ? (root.provenance as Record<string, unknown>) : undefined,
   };
 }
 
-export function serializeVectorFile(file: VectorFile): string {
-  return JSON.stringify({ ...file, directions: file.directions.map((d) => ({ layer: d.layer, vector: Array.from(d.vector) })) }, null, 1);
-}
-
-/** Refuses a vector made for another shape of model. */
+/** Refuses a vector made for another model, or another shape of model. */
 export function assertVectorFits(file: VectorFile, model: { id: string; hiddenSize: number; layerCount: number }): void {
   if (file.hiddenSize !== model.hiddenSize) {
     throw new VectorFileError(
@@ -71,9 +159,19 @@ export function assertVectorFits(file: VectorFile, model: { id: string; hiddenSi
         'Compute a direction for this model instead.',
     );
   }
+  if (baseName(file.model.id) !== baseName(model.id)) {
+    throw new VectorFileError(
+      `this vector was made for ${file.model.id}, not ${model.id}: directions do not transfer between models. Compute one for ${model.id}.`,
+    );
+  }
   for (const direction of file.directions) {
     if (direction.layer >= model.layerCount) {
       throw new VectorFileError(`the vector file has a direction for layer ${direction.layer}, but ${model.id} has layers 0–${model.layerCount - 1}`);
     }
   }
+}
+
+/** The same model may be known as "owner/name", a folder "name", or a URL ending in it. */
+function baseName(id: string): string {
+  return id.replace(/\/+$/, '').split('/').pop()!.toLowerCase();
 }

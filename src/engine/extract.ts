@@ -1,0 +1,163 @@
+/**
+ * From a contrastive set to per-layer directions. Base models: raw texts, residual at the last token or
+ * averaged over the text. Chat models (the persona-vectors recipe): the same questions under a system
+ * prompt that elicits the trait and one that suppresses it; the model answers (a few sampled answers per
+ * question) and the residual is averaged over the answer tokens only.
+ */
+import { type DirectionMethod, type DirectionSet, fitDirections } from './directions.ts';
+import { generate } from './generate.ts';
+import { type CaptureResult, captureHiddenStates } from './hidden-states.ts';
+import type { SteerableModel } from './steerable-model.ts';
+import type { ChatMessage } from './tokenizer.ts';
+
+export type ContrastiveSet =
+  | { kind: 'texts'; positive: string[]; negative: string[] }
+  | { kind: 'persona'; questions: string[]; positiveSystemPrompts: string[]; negativeSystemPrompts: string[] };
+
+/** Which positions' residuals describe an example: its last token, all its tokens, or the model's answer. */
+export type ExtractionMode = 'last' | 'mean' | 'answer';
+
+export interface ExtractOptions {
+  method?: DirectionMethod;
+  mode?: ExtractionMode;
+  /** Layers to fit (default all). */
+  layers?: number[];
+  /** Persona sets in answer mode: sampled answers per question and side (default 2), their length (default 48). */
+  answersPerQuestion?: number;
+  answerTokens?: number;
+  temperature?: number;
+  seed?: number;
+  batchSize?: number;
+}
+
+export type ExtractStage = 'answering' | 'capturing';
+
+export interface ExtractControls {
+  onProgress?: (stage: ExtractStage, done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface Extraction extends DirectionSet {
+  mode: ExtractionMode;
+  /** SHA-256 of the contrastive set, so a vector file says exactly which prompts made it. */
+  promptSetHash: string;
+  /** A few of the answers the model gave, per side, for people to read (answer mode). */
+  sampleAnswers?: { positive: string[]; negative: string[] };
+}
+
+interface Example {
+  ids: number[];
+  /** Token range [start, end) to average in 'mean' and 'answer' modes. */
+  range: [number, number];
+}
+
+export async function extractDirections(
+  model: SteerableModel,
+  set: ContrastiveSet,
+  options: ExtractOptions = {},
+  controls: ExtractControls = {},
+): Promise<Extraction> {
+  const tokenizer = model.tokenizer;
+  if (!tokenizer) throw new Error(`${model.id} has no tokenizer.json: cannot tokenise the contrastive prompts`);
+  const mode = options.mode ?? (set.kind === 'persona' ? 'answer' : 'mean');
+  const layers = options.layers ?? model.analysis.layers.map((site) => site.layer);
+
+  let positive: Example[];
+  let negative: Example[];
+  let sampleAnswers: Extraction['sampleAnswers'];
+  if (set.kind === 'texts') {
+    if (mode === 'answer') throw new Error('answer mode needs a chat (persona) set: raw texts have no answers; use mean or last');
+    // A leading BOS is the same in every example and dwarfs the rest: leave it out of the mean.
+    const example = (text: string): Example => {
+      const ids = tokenizer.encode(text);
+      const start = ids[0] === tokenizer.bosTokenId && ids.length > 1 ? 1 : 0;
+      return { ids, range: [start, ids.length] };
+    };
+    positive = set.positive.map(example);
+    negative = set.negative.map(example);
+  } else {
+    if (!tokenizer.hasChatTemplate) {
+      throw new Error(`${model.id} has no chat template, and persona sets ask questions under system prompts: use a chat (instruct) model, or a base-model preset`);
+    }
+    const conversation = (system: string, question: string): number[] => {
+      const messages: ChatMessage[] = [{ role: 'system', content: system }, { role: 'user', content: question }];
+      return tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    };
+    const prompts = (systems: string[]) => set.questions.map((question, i) => conversation(systems[i % systems.length], question));
+    const positivePrompts = prompts(set.positiveSystemPrompts);
+    const negativePrompts = prompts(set.negativeSystemPrompts);
+    if (mode === 'answer') {
+      const answered = await answerAll(model, positivePrompts, negativePrompts, options, controls);
+      [positive, negative, sampleAnswers] = [answered.positive, answered.negative, answered.samples];
+    } else {
+      const example = (ids: number[]): Example => ({ ids, range: [0, ids.length] });
+      positive = positivePrompts.map(example);
+      negative = negativePrompts.map(example);
+    }
+  }
+
+  const total = positive.length + negative.length;
+  const capture = async (examples: Example[], offset: number): Promise<CaptureResult> =>
+    captureHiddenStates(model, {
+      prompts: examples.map((e) => e.ids),
+      ranges: examples.map((e) => e.range),
+      layers,
+      reduce: mode === 'last' ? 'last' : 'mean',
+      batchSize: options.batchSize,
+    }, { signal: controls.signal, onProgress: (done) => controls.onProgress?.('capturing', offset + done, total) });
+  const positiveStates = await capture(positive, 0);
+  const negativeStates = await capture(negative, positive.length);
+  const fitted = fitDirections(positiveStates, negativeStates, { method: options.method });
+  return { ...fitted, mode, promptSetHash: await hashSet(set), sampleAnswers };
+}
+
+/** Sampled answers under both system prompts, kept as pairs (same question, same sample) with both answers non-empty. */
+async function answerAll(
+  model: SteerableModel,
+  positivePrompts: number[][],
+  negativePrompts: number[][],
+  options: ExtractOptions,
+  controls: ExtractControls,
+) {
+  const perQuestion = options.answersPerQuestion ?? 2;
+  const answer = async (promptIds: number[]) => {
+    const result = await generate(model, {
+      promptIds,
+      maxNewTokens: options.answerTokens ?? 48,
+      sampling: { temperature: options.temperature ?? 0.8, topP: 0.95, seed: options.seed ?? 0 },
+      rows: Array.from({ length: perQuestion }, () => []),
+      seedPerRow: true,
+    }, { signal: controls.signal });
+    return result.rows;
+  };
+  const positive: Example[] = [];
+  const negative: Example[] = [];
+  const samples = { positive: [] as string[], negative: [] as string[] };
+  const total = positivePrompts.length * 2;
+  for (let q = 0; q < positivePrompts.length; q++) {
+    const positiveAnswers = await answer(positivePrompts[q]);
+    controls.onProgress?.('answering', 2 * q + 1, total);
+    const negativeAnswers = await answer(negativePrompts[q]);
+    controls.onProgress?.('answering', 2 * q + 2, total);
+    for (let k = 0; k < perQuestion; k++) {
+      const [p, n] = [positiveAnswers[k], negativeAnswers[k]];
+      if (p.tokenIds.length === 0 || n.tokenIds.length === 0) continue;
+      const example = (prompt: number[], answerIds: number[]): Example => ({
+        ids: [...prompt, ...answerIds],
+        range: [prompt.length, prompt.length + answerIds.length],
+      });
+      positive.push(example(positivePrompts[q], p.tokenIds));
+      negative.push(example(negativePrompts[q], n.tokenIds));
+      if (k === 0 && samples.positive.length < 3) {
+        samples.positive.push(p.text);
+        samples.negative.push(n.text);
+      }
+    }
+  }
+  return { positive, negative, samples };
+}
+
+export async function hashSet(set: ContrastiveSet): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(set)));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
