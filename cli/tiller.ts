@@ -103,8 +103,12 @@ const OPTIONS = {
 
 /** parseArgs, with its errors (unknown option, missing value …) reported as usage errors: exit 2 with the usage. */
 function parseFlags(args: string[]) {
+  // parseArgs reads "--strength -0.25" as two options; glue a negative number to the option before it.
+  const glued = args.flatMap((arg, i) => (/^-[\d.]/.test(arg) && args[i - 1]?.startsWith('--') ? [] : [
+    /^--/.test(arg) && /^-[\d.]/.test(args[i + 1] ?? '') ? `${arg}=${args[i + 1]}` : arg,
+  ]));
   try {
-    return parseArgs({ args, allowPositionals: true, options: OPTIONS });
+    return parseArgs({ args: glued, allowPositionals: true, options: OPTIONS });
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
@@ -297,7 +301,7 @@ async function nextCommand(target: string, dtype: Dtype | undefined, backend: Ba
   if (flags.json) {
     console.log(JSON.stringify({ prompt: flags.prompt, unsteered, steered }, null, 1));
   } else {
-    const show = (t: NextToken) => `${JSON.stringify(t.text).padEnd(16)} p=${t.probability.toFixed(4)}  logit=${t.logit.toFixed(3)}`;
+    const show = (t: NextToken) => `${JSON.stringify(t.piece).padEnd(16)} p=${t.probability.toFixed(4)}  logit=${t.logit.toFixed(3)}`;
     console.log(steered ? `${'unsteered'.padEnd(44)}steered` : 'next token');
     unsteered.forEach((token, i) => console.log(`${show(token).padEnd(44)}${steered ? show(steered[i]) : ''}`));
   }
