@@ -191,7 +191,6 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
       attentionMask: Boolean(analysis.attentionMask),
       positionIds: Boolean(analysis.positionIds),
       numLogitsToKeep: Boolean(analysis.numLogitsToKeep),
-      unknown: analysis.unknownInputs,
     },
     kvCache: analysis.kv.map((entry) => ({ layer: entry.layer, key: entry.keyInput, value: entry.valueInput, dtype: typeName(entry.elemType), shape: entry.shape })),
     externalData: analysis.externalDataFiles,

@@ -45,9 +45,3 @@ export function float32ToFloat16(values: ArrayLike<number>): Uint16Array {
   for (let i = 0; i < values.length; i++) out[i] = toFloat16Bits(values[i]);
   return out;
 }
-
-export function float16ToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = fromFloat16Bits(bits[i]);
-  return out;
-}

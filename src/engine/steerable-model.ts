@@ -4,7 +4,7 @@
  */
 import type { GraphAnalysis } from './onnx/analysis.ts';
 import { TensorType } from './onnx/model.ts';
-import { FLOAT16_MAX, float16ToFloat32, float32ToFloat16 } from './float16.ts';
+import { FLOAT16_MAX, float32ToFloat16, fromFloat16Bits } from './float16.ts';
 import { type Backend, ort } from './runtime.ts';
 import type { TextTokenizer } from './tokenizer.ts';
 
@@ -70,7 +70,7 @@ export interface ModelInfo {
 
 export class SteerableModel {
   private readonly zeroSteering = new Map<string, ort.Tensor>();
-  private readonly steeringTensors = new WeakMap<SteeringRow[], Map<number, ort.Tensor>>();
+  private readonly steeringTensors = new WeakMap<SteeringRow[], { batch: number; tensors: Map<number, ort.Tensor> }>();
 
   constructor(
     readonly id: string,
@@ -169,44 +169,47 @@ export class SteerableModel {
       feeds[analysis.numLogitsToKeep.name] = intTensor(analysis.numLogitsToKeep.elemType, [keep], []);
     }
     for (const [name, tensor] of past.tensors) feeds[name] = tensor;
-    let built = step.steering && this.steeringTensors.get(step.steering);
+    const cached = step.steering && this.steeringTensors.get(step.steering);
+    let built = cached?.batch === batch ? cached.tensors : undefined;
     if (!built) {
+      this.validateSteering(step.steering ?? []);
       built = new Map([...this.steeringInputs.keys()].map((layer) => [layer, this.steeringTensor(layer, step.steering, batch)]));
-      if (step.steering) this.steeringTensors.set(step.steering, built);
+      if (step.steering) this.steeringTensors.set(step.steering, { batch, tensors: built });
     }
     for (const [layer, name] of this.steeringInputs) feeds[name] = built.get(layer)!;
 
     const fetches: string[] = [];
     const logitsMode = step.logits ?? 'last';
+    const hiddenLayers = [...new Set(step.hiddenLayers ?? [])];
     if (logitsMode !== 'none') fetches.push(analysis.logits);
-    for (const layer of step.hiddenLayers ?? []) {
+    for (const layer of hiddenLayers) {
       const name = this.hiddenOutputs.get(layer);
       if (!name) throw new Error(`layer ${layer} does not exist (the model has ${analysis.layerCount} layers, 0–${analysis.layerCount - 1})`);
       fetches.push(name);
     }
     if (step.keepCache) for (const entry of analysis.kv) fetches.push(entry.keyOutput, entry.valueOutput);
+    if (fetches.length === 0) throw new Error('forward: asked for nothing (no logits, hidden layers or cache)');
 
-    const outputs = await this.session.run(feeds, fetches);
+    let outputs: ort.InferenceSession.OnnxValueMapType;
+    try {
+      outputs = await this.session.run(feeds, fetches);
+    } catch (error) {
+      if (step.past) this.releaseCache(step.past);
+      throw error;
+    }
     const result: ForwardResult = { hidden: new Map() };
     try {
       if (logitsMode !== 'none') {
         const logits = outputs[analysis.logits];
-        const all = readFloat(logits);
         const positions = logits.dims[1];
         const vocab = logits.dims[2];
-        if (logitsMode === 'all') result.logits = all;
-        else {
-          const last = new Float32Array(batch * vocab);
-          for (let row = 0; row < batch; row++) {
-            last.set(all.subarray((row * positions + positions - 1) * vocab, (row * positions + positions) * vocab), row * vocab);
-          }
-          result.logits = last;
-        }
+        // Only the last position's logits are converted when that is all the caller wants.
+        result.logits = readFloat(logits.data, logitsMode === 'all' ? undefined : { batch, positions, width: vocab });
         logits.dispose();
       }
-      for (const layer of step.hiddenLayers ?? []) {
+      for (const layer of hiddenLayers) {
         const tensor = outputs[this.hiddenOutputs.get(layer)!];
-        result.hidden.set(layer, readFloat(tensor));
+        result.hidden.set(layer, readFloat(tensor.data));
         tensor.dispose();
       }
     } finally {
@@ -223,6 +226,24 @@ export class SteerableModel {
     return result;
   }
 
+  /** Every addition names an instrumented layer and holds `hidden` finite values. */
+  private validateSteering(rows: SteeringRow[]): void {
+    const hidden = this.analysis.hiddenSize;
+    for (const row of rows) {
+      for (const { layer, vector } of row) {
+        if (!this.steeringInputs.has(layer)) {
+          throw new Error(`cannot steer layer ${layer}: this model's steerable layers are 0–${this.analysis.layerCount - 1}`);
+        }
+        if (vector.length !== hidden) {
+          throw new Error(`steering vector for layer ${layer} has ${vector.length} values; this model's hidden size is ${hidden}`);
+        }
+        for (let i = 0; i < hidden; i++) {
+          if (!Number.isFinite(vector[i])) throw new Error(`steering vector for layer ${layer} holds ${vector[i]} at index ${i}: every value must be finite`);
+        }
+      }
+    }
+  }
+
   /** `[batch, 1, hidden]` in the residual's type: each row's vectors at this layer, summed. */
   private steeringTensor(layer: number, rows: SteeringRow[] | undefined, batch: number): ort.Tensor {
     const hidden = this.analysis.hiddenSize;
@@ -233,9 +254,6 @@ export class SteerableModel {
     rows?.forEach((row, index) => {
       for (const addition of row) {
         if (addition.layer !== layer) continue;
-        if (addition.vector.length !== hidden) {
-          throw new Error(`steering vector for layer ${layer} has ${addition.vector.length} values; this model's hidden size is ${hidden}`);
-        }
         for (let i = 0; i < hidden; i++) values[index * hidden + i] += addition.vector[i];
         any = true;
       }
@@ -265,12 +283,20 @@ function intTensor(elemType: number, values: number[], dims: number[]): ort.Tens
     : new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(v)), dims);
 }
 
-function readFloat(tensor: ort.Tensor): Float32Array {
-  if (tensor.type === 'float16') {
-    const data = tensor.data;
-    // ORT hands float16 back as Uint16Array bits, or as Float16Array where the platform has one.
-    return data instanceof Uint16Array ? float16ToFloat32(data) : Float32Array.from(data as ArrayLike<number>);
+/**
+ * Float32 values of an output; with `lastOf`, only the last position of each row of a `[batch, positions,
+ * width]` tensor. ORT hands float16 back as Uint16Array bits (or a Float16Array where the platform has one).
+ */
+function readFloat(data: ort.Tensor['data'], lastOf?: { batch: number; positions: number; width: number }): Float32Array {
+  const values = data as ArrayLike<number>;
+  const fp16 = data instanceof Uint16Array;
+  const value = (i: number) => (fp16 ? fromFloat16Bits(values[i]) : values[i]);
+  if (!lastOf) return data instanceof Float32Array ? data : Float32Array.from({ length: values.length }, (_, i) => value(i));
+  const { batch, positions, width } = lastOf;
+  const out = new Float32Array(batch * width);
+  for (let row = 0; row < batch; row++) {
+    const from = (row * positions + positions - 1) * width;
+    for (let i = 0; i < width; i++) out[row * width + i] = value(from + i);
   }
-  if (tensor.type !== 'float32') throw new Error(`expected a float tensor, got ${tensor.type}`);
-  return tensor.data as Float32Array;
+  return out;
 }

@@ -197,3 +197,52 @@ describe('tiller errors', () => {
     expect(run.stderr).toContain('truncated');
   });
 });
+
+describe('tiller extract and next', () => {
+  it('extracts happy − sad, prints the per-layer table and recommendation, and the files steer generate and next', async () => {
+    const json = path.join(tmp, 'happy.json');
+    const { stdout } = await ok(['extract', stories, '--preset', 'happy-sad-stories', '--out', json]);
+    expect(stdout).toMatch(/layer\s+‖direction‖\s+residual norm\s+AUROC\s+separation/);
+    const recommended = Number(/recommended layer (\d+); wrote/.exec(stdout)![1]);
+    expect(stdout).toMatch(new RegExp(`\\n\\s+${recommended} .*← recommended`));
+    const file = JSON.parse(await readFile(json, 'utf8'));
+    expect(file).toMatchObject({ format: 'tiller.vector', model: { id: 'stories260K-hf' }, method: 'mean', mode: 'mean', preset: 'happy-sad-stories', recommendedLayer: recommended });
+    expect(file.directions).toHaveLength(5);
+
+    const story = ['generate', stories, '--prompt', 'Lily was very', '--max-new-tokens', '20'];
+    const plain = await ok(story);
+    const steered = await ok([...story, '--vector', json, '--strength', '-0.25']);
+    expect(steered.stdout).not.toBe(plain.stdout);
+    expect(steered.stderr).toContain(`steering layer ${recommended}: strength -0.25 (relative`);
+
+    const next = await ok(['next', stories, '--prompt', 'Lily was very', '--vector', json, '--strength', '0.25', '--top', '5', '--json']);
+    const view = JSON.parse(next.stdout);
+    expect(view.unsteered).toHaveLength(5);
+    expect(view.steered).toHaveLength(5);
+    expect(view.steered[0].logit).not.toBe(view.unsteered[0].logit);
+  });
+
+  it('exports GGUF without block 0, saying so; the GGUF file steers as an absolute multiplier', async () => {
+    const gguf = path.join(tmp, 'happy.gguf');
+    const run = await ok(['extract', stories, '--preset', 'happy-sad-stories', '--method', 'pca', '--out', gguf]);
+    expect(run.stderr).toContain('layer 0 is left out of the GGUF file: llama.cpp cannot load a direction for block 0');
+    const next = await ok(['next', stories, '--prompt', 'Lily was very', '--vector', gguf, '--layer', '3', '--strength', '-2', '--json']);
+    expect(next.stderr).toContain('steering layer 3: -2 × the control vector');
+    const missing = await tiller(['next', stories, '--prompt', 'x', '--vector', gguf, '--layer', '0']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('has no direction for layer 0 (it has 1, 2, 3, 4)');
+  });
+
+  it('takes contrastive texts from files, and refuses a chat preset on a model without a chat template', async () => {
+    const positive = path.join(tmp, 'pos.txt');
+    const negative = path.join(tmp, 'neg.json');
+    await writeFile(positive, 'Tom was very happy.\nSam smiled and laughed.\nMia was glad.\n');
+    await writeFile(negative, JSON.stringify(['Tom was very sad.', 'Sam cried and cried.', 'Mia was upset.']));
+    await ok(['extract', stories, '--positive', positive, '--negative', negative, '--mode', 'last', '--out', path.join(tmp, 'files.json')]);
+    const chat = await tiller(['extract', stories, '--preset', 'pirate-plain', '--out', path.join(tmp, 'x.json')]);
+    expect(chat.code).toBe(1);
+    expect(chat.stderr).toContain('has no chat template');
+    const bad = await tiller(['extract', stories, '--preset', 'nope', '--out', path.join(tmp, 'x.json')]);
+    expect(bad.stderr).toMatch(/unknown preset "nope"; known presets: .*happy-sad-stories/);
+  });
+});

@@ -54,8 +54,6 @@ export interface GraphAnalysis {
   numLogitsToKeep?: GraphInputInfo;
   kv: KvInput[];
   logits: string;
-  /** Graph inputs the generation loop does not know how to feed. */
-  unknownInputs: string[];
   externalDataFiles: string[];
 }
 
@@ -72,6 +70,25 @@ export interface AnalysisHints {
 const PAST_RE = /^past_key_values\.(\d+)\.(key|value)$/;
 const PRESENT_RE = /^present(?:_key_values)?\.(\d+)\.(key|value)$/;
 const SKIP_NORMS = new Set(['SkipLayerNormalization', 'SkipSimplifiedLayerNormalization']);
+const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'num_logits_to_keep', 'logits_to_keep']);
+
+/** Tensors fixed before any input arrives: initializers, Constant nodes, and whatever is computed from them
+ *  alone (weights reshaped, transposed or cast on the fly: tied embeddings read the LM head that way). */
+function constantTensors(nodes: OnnxNode[], initializers: string[]): Set<string> {
+  const constants = new Set(initializers);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const node of nodes) {
+      if (constants.has(node.outputs[0])) continue;
+      const inputs = node.inputs.filter(Boolean);
+      if (node.opType === 'Constant' || (inputs.length > 0 && inputs.every((i) => constants.has(i)))) {
+        for (const output of node.outputs) if (output) constants.add(output);
+        changed = true;
+      }
+    }
+  }
+  return constants;
+}
 
 export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): GraphAnalysis {
   const { graph } = model;
@@ -87,8 +104,7 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
       if (!list.includes(node)) list.push(node);
     }
   }
-  const constants = new Set<string>(graph.initializers.map((t) => t.name));
-  for (const node of graph.nodes) if (node.opType === 'Constant') constants.add(node.outputs[0]);
+  const constants = constantTensors(graph.nodes, graph.initializers.map((t) => t.name));
   const consumersOf = (name: string) => consumers.get(name) ?? [];
 
   const inputsByName = new Map(graph.inputs.map((i) => [i.name, i]));
@@ -111,19 +127,20 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
   const embedding = findEmbedding(graph.nodes, consumersOf, constants, initializerDims, fileName);
   const types = new TypeResolver(model, producers);
 
-  // Step over embedding scaling (Gemma multiplies by sqrt(hidden)) and dtype casts before layer 0.
+  // Step over what sits between the lookup and layer 0: casts, dequantisation of int8 tables (q8 exports),
+  // and scaling by a constant (Gemma multiplies by sqrt(hidden)).
   let current = embedding.output;
   for (;;) {
     const users = consumersOf(current).filter((n) => n.opType !== 'Shape');
     const only = users.length === 1 ? users[0] : undefined;
     const scales = only && only.opType === 'Mul' && only.inputs.some((i) => i !== current && constants.has(i));
-    if (!only || !(only.opType === 'Cast' || scales)) break;
+    if (!only || !(only.opType === 'Cast' || only.opType === 'DequantizeLinear' || scales)) break;
     current = only.outputs[0];
   }
 
   const steps: Omit<LayerSite, 'layer'>[] = [];
   let flavour: Flavour | undefined;
-  while (steps.length < 2 * kv.length) {
+  for (;;) {
     const step = nextResidualStep(current, consumersOf, constants);
     if (!step) break;
     const fused = SKIP_NORMS.has(step.node.opType);
@@ -134,6 +151,7 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     if (!residual) break;
     current = residual;
   }
+  // Walking on past 2 per layer catches graphs with more additions per layer than this reading assumes.
 
   if (steps.length !== 2 * kv.length || !flavour) {
     const hasSubgraphs = graph.nodes.some((n) => [...n.attributes.values()].some((a) => a.hasGraph));
@@ -168,14 +186,19 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     }
   }
 
+  const unknownInputs = graph.inputs.map((i) => i.name).filter((name) => !KNOWN_INPUTS.has(name) && !PAST_RE.test(name));
+  if (unknownInputs.length > 0) {
+    throw new UnsupportedGraphError(
+      `${fileName} has inputs Tiller does not know how to feed: ${unknownInputs.join(', ')}. ` +
+        `It feeds ${[...KNOWN_INPUTS].join(', ')} and past_key_values.N.key/value.`,
+    );
+  }
   const optional = (name: string) => {
     const info = inputsByName.get(name);
     return info ? { name, elemType: info.elemType ?? TensorType.INT64 } : undefined;
   };
   const logits = graph.outputs.find((o) => o.name === 'logits')?.name;
   if (!logits) throw new UnsupportedGraphError(`${fileName} has no logits output (outputs: ${graph.outputs.map((o) => o.name).join(', ')}).`);
-  const known = new Set(['input_ids', 'attention_mask', 'position_ids', 'num_logits_to_keep', 'logits_to_keep']);
-  for (const entry of kv) known.add(entry.keyInput).add(entry.valueInput);
 
   return {
     flavour,
@@ -190,7 +213,6 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     numLogitsToKeep: optional('num_logits_to_keep') ?? optional('logits_to_keep'),
     kv,
     logits,
-    unknownInputs: graph.inputs.map((i) => i.name).filter((name) => !known.has(name)),
     externalDataFiles: externalDataFiles(model),
   };
 }
@@ -324,6 +346,7 @@ class TypeResolver {
       case 'Shape': case 'Size': type = TensorType.INT64; break;
       case 'Gather': type = this.typeOf(node.inputs[0], depth + 1); break;
       case 'GatherBlockQuantized': type = this.typeOf(node.inputs[2], depth + 1); break; // the scales' type
+      case 'DequantizeLinear': type = this.typeOf(node.inputs[1], depth + 1); break;
       default: type = this.typeOf(node.inputs[0], depth + 1);
     }
     this.known.set(name, type);

@@ -62,6 +62,7 @@ export function* fields(buf: Uint8Array, start = 0, end = buf.length): Generator
       [varint, valueEnd] = readVarint(buf, afterTag, end);
     } else if (wire === WIRE_BYTES) {
       const [length, payloadStart] = readVarint(buf, afterTag, end);
+      if (length < 0) throw new ProtoError(`field at byte ${fieldStart} declares a negative length`);
       valueStart = payloadStart;
       valueEnd = payloadStart + length;
     } else if (wire === WIRE_FIXED64) {
