@@ -51,20 +51,29 @@ export interface TillerEngine {
 export function createEngine(): TillerEngine {
   let model: SteerableModel | undefined;
   const jobs = new Map<string, AbortController>();
+  // ONNX Runtime sessions take one run at a time, and a model must not be released under a running job:
+  // all model work goes through this queue, one job after another.
+  let queue: Promise<unknown> = Promise.resolve();
 
   const loaded = (): SteerableModel => {
     if (!model) throw new Error('no model is loaded: load one first');
     return model;
   };
-  const withJob = async <T>(jobId: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+  const withJob = <T>(jobId: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+    jobs.get(jobId)?.abort(); // a newer request under the same id supersedes the older one
     const controller = new AbortController();
-    jobs.get(jobId)?.abort();
     jobs.set(jobId, controller);
-    try {
-      return await run(controller.signal);
-    } finally {
+    const job = queue.then(() => {
+      if (controller.signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
+      return run(controller.signal);
+    });
+    queue = job.catch(() => undefined);
+    return job.finally(() => {
       if (jobs.get(jobId) === controller) jobs.delete(jobId);
-    }
+    });
+  };
+  const cancelAll = () => {
+    for (const controller of jobs.values()) controller.abort();
   };
   const sourceFor = (location: ModelLocation): ModelSource => {
     switch (location.kind) {
@@ -77,13 +86,16 @@ export function createEngine(): TillerEngine {
   return {
     backends: detectBackends,
 
-    load: (jobId, request, onProgress) =>
-      withJob(jobId, async (signal) => {
-        const next = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: request.backend, onProgress, signal });
+    load: (jobId, request, onProgress) => {
+      cancelAll();
+      return withJob(jobId, async (signal) => {
+        // Release the old model first: on WASM both would share one heap while the new one loads.
         await model?.dispose();
-        model = next;
-        return next.info;
-      }),
+        model = undefined;
+        model = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: request.backend, onProgress, signal });
+        return model.info;
+      });
+    },
 
     info: () => model?.info,
 
@@ -110,9 +122,12 @@ export function createEngine(): TillerEngine {
 
     cancel: (jobId) => jobs.get(jobId)?.abort(),
 
-    unload: async () => {
-      await model?.dispose();
-      model = undefined;
+    unload: () => {
+      cancelAll();
+      return withJob('unload', async () => {
+        await model?.dispose();
+        model = undefined;
+      });
     },
   };
 }

@@ -6,6 +6,7 @@
 import { type SamplingOptions, chooseToken, createRng } from './sampling.ts';
 import type { SteerableModel, SteeringRow } from './steerable-model.ts';
 import { TokenTextStream } from './text-stream.ts';
+import { yieldToEventLoop } from './yield.ts';
 import type { ChatMessage } from './tokenizer.ts';
 
 export interface GenerateRequest {
@@ -54,7 +55,7 @@ export interface GenerateResult {
   truncatedPromptTokens: number;
   prefillMs: number;
   decodeMs: number;
-  /** Decoded tokens per second per row (prefill excluded). */
+  /** Decoding steps (one token per row each) per second, prefill excluded. */
   tokensPerSecond: number;
 }
 
@@ -87,13 +88,16 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
 
   let promptIds = promptTokenIds(model, request);
   if (promptIds.length === 0) throw new Error('the prompt is empty and the tokenizer adds no BOS token: give at least one token');
-  // Keep the requested answer length and drop the oldest prompt tokens if both do not fit the context.
+  const requested = request.maxNewTokens ?? 64;
+  if (!Number.isInteger(requested) || requested < 1) throw new Error(`maxNewTokens must be a whole number ≥ 1, not ${requested}`);
+  // The answer gets at most half the context; older prompt tokens make way for it, but a leading BOS stays.
   const room = model.contextLength;
-  const maxNewTokens = Math.min(Math.max(1, request.maxNewTokens ?? 64), room - 1);
+  const maxNewTokens = Math.min(requested, Math.floor(room / 2));
   let truncatedPromptTokens = 0;
   if (promptIds.length + maxNewTokens > room) {
     truncatedPromptTokens = promptIds.length + maxNewTokens - room;
-    promptIds = promptIds.slice(truncatedPromptTokens);
+    const keepsBos = promptIds[0] === model.tokenizer?.bosTokenId ? 1 : 0;
+    promptIds = [...promptIds.slice(0, keepsBos), ...promptIds.slice(keepsBos + truncatedPromptTokens)];
   }
 
   const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
@@ -106,8 +110,10 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
   let prefillMs = 0;
   let cache = undefined as Awaited<ReturnType<SteerableModel['forward']>>['cache'];
   let input = rows.map(() => promptIds);
+  let decodeSteps = 0;
   try {
     for (let step = 0; step < maxNewTokens; step++) {
+      await yieldToEventLoop();
       if (controls.signal?.aborted) {
         finish.forEach((reason, row) => (finish[row] = reason ?? 'cancelled'));
         break;
@@ -121,6 +127,7 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
       });
       cache = result.cache;
       if (step === 0) prefillMs = performance.now() - started;
+      else decodeSteps++;
       const logits = result.logits!;
       const vocab = logits.length / batch;
       const next: number[][] = [];
@@ -131,10 +138,12 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
           continue;
         }
         if (rowLogits.some((v) => !Number.isFinite(v))) {
-          throw new NonFiniteLogitsError(
-            `row ${row} produced non-finite logits at step ${step}: the steering is too strong for this model. ` +
-              'Lower the strength (a relative strength within ±1 of the layer\'s residual norm is a safe range).',
-          );
+          const steered = rows[row].length > 0 && (steerPrompt || step > 0);
+          throw new NonFiniteLogitsError(steered
+            ? `row ${row} produced non-finite logits at step ${step}: the steering is too strong for this model. ` +
+                'Lower the strength (relative strengths within ±1, a vector no longer than a typical residual, are safe).'
+            : `row ${row} produced non-finite logits at step ${step} without steering: the model overflowed` +
+                (model.info.residualDtype === 'float16' ? ' in float16; try an fp32 or q4 variant.' : '.'));
         }
         const token = chooseToken(rowLogits, [...promptIds, ...generated[row]], sampling, random[row]);
         next.push([token]);
@@ -158,13 +167,12 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
     const tail = streams[row].flush();
     if (tail) controls.onToken?.({ row, tokenId: -1, text: tail, step: generated[row].length });
   }
-  const decodedSteps = Math.max(...generated.map((ids) => ids.length)) - 1;
   return {
     rows: generated.map((tokenIds, row) => ({ tokenIds, text: streams[row].text, finishReason: finish[row] ?? 'length' })),
     promptIds,
     truncatedPromptTokens,
     prefillMs,
     decodeMs,
-    tokensPerSecond: decodedSteps > 0 ? (decodedSteps * 1000) / decodeMs : 0,
+    tokensPerSecond: decodeSteps > 0 ? (decodeSteps * 1000) / decodeMs : 0,
   };
 }

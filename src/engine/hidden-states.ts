@@ -4,6 +4,7 @@
  * Prompts of equal length share a batch, so no padding ever changes what a row sees.
  */
 import type { SteerableModel, SteeringRow } from './steerable-model.ts';
+import { yieldToEventLoop } from './yield.ts';
 
 export type Reduction = 'last' | 'mean';
 
@@ -58,6 +59,7 @@ export async function captureHiddenStates(model: SteerableModel, request: Captur
   let done = 0;
   for (const [length, group] of byLength) {
     for (let first = 0; first < group.length; first += batchSize) {
+      await yieldToEventLoop();
       if (controls.signal?.aborted) throw new DOMException('hidden-state capture was cancelled', 'AbortError');
       const members = group.slice(first, first + batchSize);
       const result = await model.forward({

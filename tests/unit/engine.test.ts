@@ -82,11 +82,23 @@ describe('stories260K (torch export, fp32) on WASM', () => {
     expect(stopped.rows[0].tokenIds).toEqual(free.rows[0].tokenIds.slice(0, firstStop));
   });
 
-  it('cuts a prompt longer than the context from the start, and says so', async () => {
+  it('cuts a prompt longer than the context from the start (keeping BOS), says so, and refuses bad lengths', async () => {
     const ids = [1, ...Array.from({ length: 600 }, (_, i) => 300 + (i % 100))];
     const result = await generate(model, { promptIds: ids, maxNewTokens: 8 });
     expect(result.truncatedPromptTokens).toBe(ids.length + 8 - 512);
-    expect(result.rows[0].tokenIds.length).toBeGreaterThan(0);
+    expect(result.promptIds[0]).toBe(1);
+    expect(result.promptIds.slice(1)).toEqual(ids.slice(1 + result.truncatedPromptTokens));
+    expect(result.rows[0].tokenIds).toHaveLength(8);
+    const greedy = await generate(model, { promptIds: [1], maxNewTokens: 5000 });
+    expect(greedy.rows[0].tokenIds.length).toBeLessThanOrEqual(256); // at most half the context
+    await expect(generate(model, { prompt: 'x', maxNewTokens: Number.NaN })).rejects.toThrow(/maxNewTokens must be a whole number/);
+  });
+
+  it('refuses steering it cannot apply instead of ignoring it', async () => {
+    const tokens = [model.tokenizer!.encode('Lily')];
+    await expect(model.forward({ tokens, steering: [[{ layer: 9, vector: new Float32Array(64) }]] })).rejects.toThrow(/cannot steer layer 9: .* 0–4/);
+    await expect(model.forward({ tokens, steering: [[{ layer: 1, vector: new Float32Array(3) }]] })).rejects.toThrow(/has 3 values; .* hidden size is 64/);
+    await expect(model.forward({ tokens, steering: [[{ layer: 1, vector: new Float32Array(64).fill(Number.NaN) }]] })).rejects.toThrow(/must be finite/);
   });
 
   it('captures the same hidden states for a prompt alone and inside a batch', async () => {

@@ -1,0 +1,57 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/engine/api.ts';
+import type { TokenEvent } from '../../src/engine/generate.ts';
+import { type HubServer, startHubServer } from '../support/hub-server.ts';
+import { sharedModel, sharedModelsDir } from '../support/paths.ts';
+
+describe('the engine API the worker exposes', () => {
+  let hub: HubServer;
+  const engine = createEngine();
+  const location = () => ({ kind: 'hub' as const, repo: 'tiller-test/stories', baseUrl: hub.baseUrl });
+  beforeAll(async () => {
+    hub = await startHubServer({ root: sharedModelsDir, repos: { 'tiller-test/stories': sharedModel('stories260K-hf') } });
+  });
+  afterAll(async () => {
+    await engine.unload();
+    await hub.close();
+  });
+
+  it('loads, reports the model, and generates', async () => {
+    const info = await engine.load('load', { location: location(), backend: 'wasm' });
+    expect(info).toMatchObject({ layerCount: 5, hiddenSize: 64, flavour: 'torch', backend: 'wasm' });
+    const result = await engine.generate('a', { prompt: '', maxNewTokens: 12 });
+    expect(result.rows[0].text).toMatch(/^Once upon a time, there was a little girl/);
+  });
+
+  it('runs overlapping jobs one after another, each complete', async () => {
+    const [first, second] = await Promise.all([
+      engine.generate('a', { prompt: 'Tom was', maxNewTokens: 10 }),
+      engine.generate('b', { prompt: 'Lily was', maxNewTokens: 10 }),
+    ]);
+    expect(first.rows[0].tokenIds).toHaveLength(10);
+    expect(second.rows[0].tokenIds).toHaveLength(10);
+  });
+
+  it('a newer request under the same job id cancels the older one within a step', async () => {
+    let seen = 0;
+    const older = engine.generate('slider', { prompt: '', maxNewTokens: 200 }, (_: TokenEvent) => {
+      seen++;
+    });
+    while (seen < 3) await new Promise((resolve) => setTimeout(resolve, 1));
+    const newer = engine.generate('slider', { prompt: 'Lily', maxNewTokens: 5 });
+    expect((await older).rows[0].finishReason).toBe('cancelled');
+    expect((await newer).rows[0].tokenIds).toHaveLength(5);
+  });
+
+  it('loading a model while a generation runs stops the generation first, then loads', async () => {
+    let seen = 0;
+    const running = engine.generate('gen', { prompt: '', maxNewTokens: 200 }, () => {
+      seen++;
+    });
+    while (seen < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+    const reload = engine.load('load', { location: location(), backend: 'wasm' });
+    expect((await running).rows[0].finishReason).toBe('cancelled');
+    expect((await reload).layerCount).toBe(5);
+    expect((await engine.generate('gen', { prompt: '', maxNewTokens: 3 })).rows[0].tokenIds).toHaveLength(3);
+  });
+});
