@@ -1,6 +1,6 @@
 /**
  * Serves local model folders at /models/ in dev and preview: `/models/index.json` lists the folders
- * that hold a config.json, and `/models/<name>/<path>` serves their files, so the app works offline.
+ * that hold a config.json with their onnx/ files (so the engine can pick a variant), and `/models/<name>/<path>` serves their files, so the app works offline.
  */
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
@@ -19,7 +19,9 @@ export function localModelsPlugin(modelsDir: string): Plugin {
       const names = await readdir(root).catch(() => [] as string[]);
       const models = [];
       for (const name of names.sort()) {
-        if (await stat(path.join(root, name, 'config.json')).catch(() => undefined)) models.push(name);
+        if (!(await stat(path.join(root, name, 'config.json')).catch(() => undefined))) continue;
+        const onnx = await readdir(path.join(root, name, 'onnx')).catch(() => [] as string[]);
+        models.push({ name, onnx: onnx.sort() });
       }
       res.setHeader('Content-Type', 'application/json');
       res.end(JSON.stringify({ models }));

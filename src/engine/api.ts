@@ -18,7 +18,7 @@ export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
   | { kind: 'hub'; repo: string; baseUrl?: string; revision?: string }
   /** A model folder served as plain files, e.g. the app's own `/models/<name>`. */
-  | { kind: 'url'; url: string }
+  | { kind: 'url'; url: string; onnxFiles?: string[] }
   /** Files the user picked (a model folder), paths relative to the folder. */
   | { kind: 'files'; files: { path: string; file: Blob }[] };
 
@@ -78,7 +78,7 @@ export function createEngine(): TillerEngine {
   const sourceFor = (location: ModelLocation): ModelSource => {
     switch (location.kind) {
       case 'hub': return new HubSource(location.repo, { baseUrl: location.baseUrl, revision: location.revision });
-      case 'url': return new FolderUrlSource(location.url);
+      case 'url': return new FolderUrlSource(location.url, { onnxFiles: location.onnxFiles });
       case 'files': return new PickedFilesSource(location.files);
     }
   };

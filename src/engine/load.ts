@@ -7,7 +7,7 @@ import { parseModel } from './onnx/model.ts';
 import { instrumentModel } from './onnx/surgery.ts';
 import { type Backend, createSession, detectBackends } from './runtime.ts';
 import { type ModelSource, type ProgressCallback, ModelFileError } from './sources/source.ts';
-import { type Dtype, onnxFileForDtype, pickDtype } from './sources/variants.ts';
+import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from './sources/variants.ts';
 import { type ModelConfig, SteerableModel } from './steerable-model.ts';
 import { TextTokenizer } from './tokenizer.ts';
 
@@ -97,9 +97,20 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
     : undefined;
 
   const backend = await resolveBackend(options.backend);
-  const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config);
+  const shaderF16 = backend === 'webgpu' && (await detectBackends()).shaderF16;
+  if (backend === 'webgpu' && options.dtype && needsShaderF16(options.dtype) && !shaderF16) {
+    throw new Error(`the ${options.dtype} variant needs WebGPU's shader-f16 feature, which this GPU lacks (fp16 graphs would silently return zeros): ` +
+      'load q4 or fp32 instead, or use the WASM backend');
+  }
+  const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, dtypePreference(backend, shaderF16));
   const file = onnxFileForDtype(dtype);
-  const bytes = await source.readFile(file, onProgress, signal);
+  const bytes = await source.readFile(file, onProgress, signal).catch((error: unknown) => {
+    if (error instanceof ModelFileError && error.kind === 'missing' && !options.dtype) {
+      throw new ModelFileError('missing', file, `${error.message}. Tiller chose the ${dtype} variant; ` +
+        `this model may publish others (${DTYPES.filter((d) => d !== dtype).join(', ')}): choose one as the dtype`);
+    }
+    throw error;
+  });
   const folder = file.slice(0, file.lastIndexOf('/') + 1);
   const prepared = await prepareGraph(
     bytes,

@@ -36,3 +36,30 @@ test('a model folder picked from disk loads through the worker and generates', a
   await expect(page.getByTestId('status')).toContainText('20 tokens', { timeout: 60_000 });
   await expect(page.getByTestId('output')).toHaveText(/^Once upon a time, there was a little girl named Lily\./);
 });
+
+test('Cancel stops a running generation in the worker within a step', async ({ page }) => {
+  await page.goto('/');
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption('webgpu');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect(page.getByTestId('model-info')).toContainText('webgpu', { timeout: 60_000 });
+  await page.getByLabel('Max new tokens').fill('400');
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await expect(page.getByTestId('output')).toContainText('Once upon', { timeout: 60_000 });
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await expect(page.getByTestId('status')).toContainText('(cancelled)', { timeout: 5_000 });
+  const tokens = Number(/(\d+) tokens/.exec((await page.getByTestId('status').textContent())!)![1]);
+  expect(tokens).toBeLessThan(256);
+});
+
+test('an fp16-only model on a WebGPU adapter without shader-f16 is refused with a message, not zeros', async ({ page }) => {
+  await page.goto('/');
+  await expect(page.getByRole('option', { name: 'tiny-random-llama-builder-fp16' })).toBeAttached({ timeout: 20_000 });
+  await page.getByRole('combobox', { name: 'Model' }).selectOption('tiny-random-llama-builder-fp16');
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption('webgpu');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect(page.getByRole('alert')).toContainText('has only fp16', { timeout: 30_000 });
+  // The page stays usable: the same model loads on WASM.
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect(page.getByTestId('model-info')).toContainText('2 layers, hidden 16, fused graph, float16 residual, wasm', { timeout: 30_000 });
+});

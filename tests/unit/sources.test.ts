@@ -4,7 +4,7 @@ import { PickedFilesSource } from '../../src/engine/sources/files.ts';
 import { HubSource } from '../../src/engine/sources/hub.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { type FileProgress, ModelFileError } from '../../src/engine/sources/source.ts';
-import { DTYPES, onnxFileForDtype, parseDtype, pickDtype } from '../../src/engine/sources/variants.ts';
+import { DTYPES, onnxFileForDtype, parseDtype, pickDtype, dtypePreference } from '../../src/engine/sources/variants.ts';
 import { type HubServer, startHubServer } from '../support/hub-server.ts';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
 
@@ -244,5 +244,15 @@ describe('variants', () => {
     expect(parseDtype('q4f16')).toBe('q4f16');
     expect(parseDtype(' FP16 ')).toBe('fp16');
     expect(() => parseDtype('fp8')).toThrow('unknown dtype "fp8": use one of fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4');
+  });
+});
+
+describe('dtype choice by backend', () => {
+  it('never picks an fp16 variant for a WebGPU adapter without shader-f16, and says what exists', () => {
+    const builderConfig = { 'transformers.js_config': { dtype: 'fp16' } };
+    expect(pickDtype(['model_fp16.onnx', 'model_q4.onnx'], builderConfig, dtypePreference('webgpu', false))).toBe('q4');
+    expect(pickDtype(['model_fp16.onnx', 'model_q4.onnx'], builderConfig, dtypePreference('webgpu', true))).toBe('fp16');
+    expect(pickDtype(undefined, { 'transformers.js_config': { dtype: 'q4f16' } }, dtypePreference('webgpu', false))).toBe('fp32');
+    expect(() => pickDtype(['model_fp16.onnx', 'model.onnx.data'], builderConfig, dtypePreference('webgpu', false))).toThrow(/has only fp16 .*none of fp32, q4/);
   });
 });

@@ -124,7 +124,7 @@ abstract class HttpSource implements ModelSource {
   }
 
   /** The resolve endpoint cannot list a folder: callers pick a variant from config.json or preferences. */
-  async listOnnxFiles(): Promise<undefined> {
+  async listOnnxFiles(): Promise<string[] | undefined> {
     return undefined;
   }
 }
@@ -149,8 +149,16 @@ export class HubSource extends HttpSource {
 
 /** A model folder served as plain files (`{folderUrl}/{path}`): the app's local models, any static host. */
 export class FolderUrlSource extends HttpSource {
-  constructor(folderUrl: string, { fetch }: Pick<HubSourceOptions, 'fetch'> = {}) {
+  /** `onnxFiles`: the names under onnx/, when the server lists them (a static host cannot be asked). */
+  constructor(folderUrl: string, { fetch, onnxFiles }: Pick<HubSourceOptions, 'fetch'> & { onnxFiles?: string[] } = {}) {
     super(decodeURIComponent(folderUrl.replace(/\/+$/, '').split('/').pop() ?? folderUrl), folderUrl, fetch);
+    this.onnxFiles = onnxFiles;
+  }
+
+  private readonly onnxFiles: string[] | undefined;
+
+  override async listOnnxFiles(): Promise<string[] | undefined> {
+    return this.onnxFiles;
   }
 
   urlFor(path: string): string {

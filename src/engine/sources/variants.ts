@@ -27,6 +27,15 @@ export const DTYPES = Object.keys(SUFFIX) as Dtype[];
  */
 export const DEFAULT_DTYPE_PREFERENCE: readonly Dtype[] = ['fp32', 'q4', 'fp16', 'q4f16', 'q8', 'uint8', 'int8', 'bnb4'];
 
+/** fp16 activations: WebGPU runs them only with the shader-f16 feature, and returns zeros without it. */
+export const needsShaderF16 = (dtype: Dtype): boolean => dtype === 'fp16' || dtype === 'q4f16';
+
+/** What to load for a backend: q4f16 where WebGPU has fp16 shaders, never an fp16 variant where it has not. */
+export function dtypePreference(backend: 'webgpu' | 'wasm', shaderF16: boolean): readonly Dtype[] {
+  if (backend === 'wasm') return DEFAULT_DTYPE_PREFERENCE;
+  return shaderF16 ? ['q4f16', 'fp16', 'q4', 'fp32', 'q8', 'uint8', 'int8', 'bnb4'] : DEFAULT_DTYPE_PREFERENCE.filter((d) => !needsShaderF16(d));
+}
+
 const isDtype = (value: unknown): value is Dtype => typeof value === 'string' && Object.hasOwn(SUFFIX, value);
 
 export function onnxFileForDtype(dtype: Dtype, baseName = 'model'): string {
@@ -53,16 +62,18 @@ function configDtype(config: unknown, baseName: string): Dtype | undefined {
 /**
  * The dtype to load. `available` lists the files under onnx/ (names, or paths starting with onnx/), or is
  * undefined when the source cannot list (the Hub): then the config's dtype, else the first preference.
- * A config dtype whose file was not downloaded yields to the preferences among the files that were.
+ * A config dtype whose file was not downloaded, or that is not among the preferences (an fp16 variant on a
+ * GPU without shader-f16), yields to the preferences among the files that exist.
  */
 export function pickDtype(available: string[] | undefined, config: unknown, preferred: readonly Dtype[] = DEFAULT_DTYPE_PREFERENCE): Dtype {
   const baseName = 'model';
   const fromConfig = configDtype(config, baseName);
-  if (!available) return fromConfig ?? preferred[0] ?? 'fp32';
+  const acceptable = fromConfig && preferred.includes(fromConfig) ? fromConfig : undefined;
+  if (!available) return acceptable ?? preferred[0] ?? 'fp32';
 
   const names = new Set(available.map((name) => name.replace(/^onnx\//, '')));
   const has = (dtype: Dtype) => names.has(onnxFileForDtype(dtype, baseName).slice('onnx/'.length));
-  if (fromConfig && has(fromConfig)) return fromConfig;
+  if (acceptable && has(acceptable)) return acceptable;
   const found = preferred.find(has);
   if (found) return found;
 
