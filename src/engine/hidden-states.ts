@@ -1,7 +1,8 @@
 /**
  * Residual-stream capture: for a list of prompts, the residual after chosen layers, reduced to the
  * last token or the mean over tokens (optionally over a token range, e.g. only answer tokens).
- * Prompts of equal length share a batch, so no padding ever changes what a row sees.
+ * Prompts are sorted by length and batched, shorter ones padded on the right: in a causal decoder no
+ * position sees the ones after it, so padding changes nothing that is read.
  */
 import type { SteerableModel, SteeringRow } from './steerable-model.ts';
 import { yieldToEventLoop } from './yield.ts';
@@ -47,50 +48,43 @@ export async function captureHiddenStates(model: SteerableModel, request: Captur
     }
   });
 
-  const byLength = new Map<number, number[]>();
-  prompts.forEach((ids, index) => {
-    const group = byLength.get(ids.length) ?? [];
-    group.push(index);
-    byLength.set(ids.length, group);
-  });
-
+  if (layers.length === 0) throw new Error('capture needs at least one layer');
+  const order = prompts.map((_, index) => index).sort((a, b) => prompts[a].length - prompts[b].length);
   const vectors: Float32Array[][] = prompts.map(() => []);
   const tokenNorms: number[][] = prompts.map(() => []);
-  let done = 0;
-  for (const [length, group] of byLength) {
-    for (let first = 0; first < group.length; first += batchSize) {
-      await yieldToEventLoop();
-      if (controls.signal?.aborted) throw new DOMException('hidden-state capture was cancelled', 'AbortError');
-      const members = group.slice(first, first + batchSize);
-      const result = await model.forward({
-        tokens: members.map((index) => prompts[index]),
-        steering: request.steering && members.map(() => request.steering!),
-        logits: 'none',
-        hiddenLayers: layers,
-      });
-      members.forEach((promptIndex, row) => {
-        const [start, end] = request.reduce === 'last' ? [length - 1, length] : request.ranges?.[promptIndex] ?? [0, length];
-        layers.forEach((layer, layerIndex) => {
-          const states = result.hidden.get(layer)!;
-          const sum = new Float32Array(hidden);
-          let normSum = 0;
-          for (let position = start; position < end; position++) {
-            const offset = (row * length + position) * hidden;
-            let squares = 0;
-            for (let i = 0; i < hidden; i++) {
-              sum[i] += states[offset + i];
-              squares += states[offset + i] ** 2;
-            }
-            normSum += Math.sqrt(squares);
+  for (let first = 0; first < order.length; first += batchSize) {
+    await yieldToEventLoop();
+    if (controls.signal?.aborted) throw new DOMException('hidden-state capture was cancelled', 'AbortError');
+    const members = order.slice(first, first + batchSize);
+    const width = prompts[members[members.length - 1]].length;
+    const result = await model.forward({
+      tokens: members.map((index) => [...prompts[index], ...new Array(width - prompts[index].length).fill(prompts[index].at(-1))]),
+      steering: request.steering && members.map(() => request.steering!),
+      logits: 'none',
+      hiddenLayers: layers,
+    });
+    members.forEach((promptIndex, row) => {
+      const length = prompts[promptIndex].length;
+      const [start, end] = request.reduce === 'last' ? [length - 1, length] : request.ranges?.[promptIndex] ?? [0, length];
+      layers.forEach((layer, layerIndex) => {
+        const states = result.hidden.get(layer)!;
+        const sum = new Float32Array(hidden);
+        let normSum = 0;
+        for (let position = start; position < end; position++) {
+          const offset = (row * width + position) * hidden;
+          let squares = 0;
+          for (let i = 0; i < hidden; i++) {
+            sum[i] += states[offset + i];
+            squares += states[offset + i] ** 2;
           }
-          for (let i = 0; i < hidden; i++) sum[i] /= end - start;
-          vectors[promptIndex][layerIndex] = sum;
-          tokenNorms[promptIndex][layerIndex] = normSum / (end - start);
-        });
+          normSum += Math.sqrt(squares);
+        }
+        for (let i = 0; i < hidden; i++) sum[i] /= end - start;
+        vectors[promptIndex][layerIndex] = sum;
+        tokenNorms[promptIndex][layerIndex] = normSum / (end - start);
       });
-      done += members.length;
-      controls.onProgress?.(done, prompts.length);
-    }
+    });
+    controls.onProgress?.(Math.min(first + batchSize, order.length), prompts.length);
   }
   return { layers, hiddenSize: hidden, vectors, tokenNorms };
 }

@@ -104,12 +104,11 @@ describe('stories260K (torch export, fp32) on WASM', () => {
   it('captures the same hidden states for a prompt alone and inside a batch', async () => {
     const encode = (text: string) => model.tokenizer!.encode(text);
     const target = encode('The cat sat on the mat');
-    const prompts = [encode('Lily was very happy'), target, encode('Tom was very angry'), encode('A girl ran')];
+    const prompts = [encode('Lily was very happy'), target, encode('Tom was very angry and then he ran home'), encode('A girl ran')];
     const layers = [0, 2, 4];
     const alone = await captureHiddenStates(model, { prompts: [target], layers, reduce: 'mean' });
     const batched = await captureHiddenStates(model, { prompts, layers, reduce: 'mean', batchSize: 8 });
-    const sameLength = prompts.filter((p) => p.length === target.length).length;
-    expect(sameLength).toBeGreaterThan(1); // the target really shared a batch
+    expect(new Set(prompts.map((p) => p.length)).size).toBeGreaterThan(1); // shorter prompts were padded
     for (let i = 0; i < layers.length; i++) {
       const a = alone.vectors[0][i];
       const b = batched.vectors[1][i];
