@@ -10,7 +10,7 @@ import { checkSteering, openCheckPair } from '../src/engine/check.ts';
 import { type ContrastiveSet, extractDirections } from '../src/engine/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/gguf.ts';
-import { loadModel, resolveBackend } from '../src/engine/load.ts';
+import { loadModel, textConfigOf } from '../src/engine/load.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
 import { parseModel, typeName } from '../src/engine/onnx/model.ts';
 import type { Backend } from '../src/engine/runtime.ts';
@@ -20,7 +20,7 @@ import type { ModelSource } from '../src/engine/sources/source.ts';
 import { type Dtype, onnxFileForDtype, parseDtype, pickDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/next-token.ts';
 import { contrastiveSetOf, presetById } from '../src/engine/presets.ts';
-import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
+import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
 import { multiplierFor, scaledDirection } from '../src/engine/strength.ts';
 import {
   type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
@@ -28,7 +28,7 @@ import {
 
 const USAGE = `usage:
   tiller inspect <model> [--json] [--dtype D]
-  tiller check <model> [--dtype D] [--backend wasm|webgpu]
+  tiller check <model> [--dtype D]
   tiller generate <model> --prompt TEXT [--chat] [--system TEXT] [--dtype D] [--max-new-tokens N]
                   [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
                   [--vector FILE [--layer L] [--strength S]]
@@ -115,7 +115,8 @@ function parseFlags(args: string[]) {
 }
 
 function parseBackend(value: string): Backend {
-  if (value !== 'wasm' && value !== 'webgpu') throw new UsageError(`--backend must be wasm or webgpu, not "${value}"`);
+  if (value === 'webgpu') throw new UsageError('WebGPU runs in the browser app; in Node the engine runs on WASM (--backend wasm, the default)');
+  if (value !== 'wasm') throw new UsageError(`--backend must be wasm, not "${value}"`);
   return value;
 }
 
@@ -130,7 +131,7 @@ function number(flags: Flags, name: string): number | undefined {
 async function sourceFor(target: string, flags: Flags): Promise<ModelSource> {
   const info = await stat(target).catch(() => undefined);
   if (info?.isDirectory()) return new FolderSource(target);
-  if (info) throw new UsageError(`${target} is a file: generate needs a model folder (with config.json and tokenizer.json) or a Hub id`);
+  if (info) throw new UsageError(`${target} is a file: this command needs a model folder (with config.json and tokenizer.json) or a Hub id`);
   if (!/^[\w.-]+\/[\w.-]+$/.test(target)) throw new UsageError(`${target} is neither a folder nor a Hub id (owner/name)`);
   const baseUrl = (flags.hub as string | undefined) ?? process.env.TILLER_HUB_URL;
   return new HubSource(target, { baseUrl, revision: flags.revision as string | undefined });
@@ -147,11 +148,16 @@ async function openGraph(target: string, dtype: Dtype | undefined, flags: Flags)
         throw new Error(`${file} is missing: ${path.basename(target)} keeps its weights there, so it must sit beside the .onnx file`);
       }));
     };
-    return { id: target, file: path.basename(target), bytes, readExternal, config: {} as Record<string, number | undefined> };
+    return { id: target, file: path.basename(target), bytes, readExternal, config: {} as ModelConfig };
   }
   const source = await sourceFor(target, flags);
   const configBytes = await source.readOptionalFile('config.json');
-  const config = configBytes ? JSON.parse(new TextDecoder().decode(configBytes)) : {};
+  let config: ModelConfig = {};
+  try {
+    if (configBytes) config = textConfigOf(JSON.parse(new TextDecoder().decode(configBytes)));
+  } catch (error) {
+    throw new Error(`config.json of ${source.id} is not valid JSON (${(error as Error).message}): download it again`);
+  }
   const file = onnxFileForDtype(dtype ?? pickDtype(await source.listOnnxFiles(), config));
   const bytes = await source.readFile(file, progressPrinter());
   const folder = file.slice(0, file.lastIndexOf('/') + 1);
@@ -270,7 +276,7 @@ function promptFromFlags(flags: Flags): Pick<GenerateRequest, 'prompt' | 'messag
 async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
   const result = await generate(model, {
     ...promptFromFlags(flags),
     maxNewTokens: number(flags, 'max-new-tokens') ?? 128,
@@ -293,7 +299,7 @@ async function generateCommand(target: string, dtype: Dtype | undefined, backend
 async function nextCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('next needs --prompt TEXT');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
   const steering = steeringFromFlags(vectors, model, flags);
   const rows = steering.length > 0 ? [[], steering] : [[]];
   const [unsteered, steered] = await nextTokens(model, { ...promptFromFlags(flags), rows, top: number(flags, 'top') ?? 10 });
@@ -319,7 +325,7 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
   else if (flags.positive && flags.negative) set = { kind: 'texts', positive: await readTexts(flags.positive as string), negative: await readTexts(flags.negative as string) };
   else throw new UsageError('extract needs --preset NAME, or --positive FILE and --negative FILE');
 
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend: await resolveBackend(backend), onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
   const started = performance.now();
   const extraction = await extractDirections(model, set, { method, mode }, {
     onProgress: (stage, done, total) => process.stderr.isTTY && process.stderr.write(`\r${stage} ${done}/${total}${done === total ? '\n' : ''}`),

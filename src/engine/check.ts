@@ -62,7 +62,9 @@ export async function checkSteering(original: SteerableModel, instrumented: Stee
   const zeroSteeringMaxDiff = maxAbsDiff(reference.logits!, plain.logits!);
   const logitScale = maxAbs(reference.logits!);
   // Exposing residuals can change which fusions ONNX Runtime applies, and so the rounding order.
-  const zeroSteeringTolerance = 64 * EPSILON[instrumented.analysis.residualType] * Math.max(1, logitScale);
+  const logitsType = instrumented.session.outputMetadata.find((m) => m.name === instrumented.analysis.logits);
+  const logitsEpsilon = logitsType?.isTensor && logitsType.type === 'float16' ? EPSILON[TensorType.FLOAT16] : EPSILON[TensorType.FLOAT];
+  const zeroSteeringTolerance = 64 * Math.max(logitsEpsilon, EPSILON[instrumented.analysis.residualType]) * Math.max(1, logitScale);
 
   const results: LayerCheck[] = [];
   for (const site of instrumented.analysis.layers) {

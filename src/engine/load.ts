@@ -71,6 +71,12 @@ const decodeJson = (bytes: Uint8Array, file: string, id: string): Record<string,
   }
 };
 
+/** Multimodal configs (Gemma-3, Qwen-VL) keep the decoder's sizes under text_config. */
+export function textConfigOf(config: Record<string, unknown>): ModelConfig {
+  const text = config.text_config;
+  return typeof text === 'object' && text !== null ? { ...config, ...(text as ModelConfig) } : config;
+}
+
 export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<SteerableModel> {
   const { onProgress, signal } = options;
   const configBytes = await source.readOptionalFile('config.json', onProgress, signal);
@@ -79,7 +85,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
       `${source.id} has no config.json: a model folder needs config.json beside onnx/ (the Transformers.js layout). ` +
         'Download the whole model repository, not only the .onnx file.');
   }
-  const config = decodeJson(configBytes, 'config.json', source.id) as ModelConfig;
+  const config = textConfigOf(decodeJson(configBytes, 'config.json', source.id));
   const readJson = async (file: string) => {
     const bytes = await source.readOptionalFile(file, onProgress, signal);
     return bytes ? decodeJson(bytes, file, source.id) : undefined;

@@ -75,7 +75,11 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
     let residual = site.residual;
     if (!residual) {
       residual = `tiller.residual.${site.layer}`;
-      addedNodes.push(encodeNode('Add', `tiller/residual_${site.layer}`, [site.node.inputs[site.residualInput], branch], [residual]));
+      // Output 3 would be input + skip (+ bias, where the norm has one): rebuild exactly that.
+      const bias = site.node.inputs[site.node.opType === 'SkipLayerNormalization' ? 4 : 3];
+      const sum = bias ? `${residual}.without_bias` : residual;
+      addedNodes.push(encodeNode('Add', `tiller/residual_${site.layer}`, [site.node.inputs[site.residualInput], branch], [sum]));
+      if (bias) addedNodes.push(encodeNode('Add', `tiller/residual_bias_${site.layer}`, [sum, bias], [residual]));
     }
     // Declared by name only: ONNX Runtime infers its type and shape.
     addedOutputs.push(new ProtoWriter().string(1, residual).finish());
