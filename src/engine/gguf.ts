@@ -13,6 +13,7 @@
  * `direction.0` and then skips the whole file, so the writer refuses block 0. The loader reads no
  * metadata; the keys below are what llama.cpp's `cvector-generator` and repeng's `export_gguf` write.
  */
+import { ByteChunks } from './byte-chunks.ts';
 
 export interface ControlVector {
   /** Architecture the vector was made for, e.g. "llama", "qwen2" (llama.cpp: the model's general.architecture). */
@@ -46,17 +47,14 @@ function swap32(bytes: Uint8Array): Uint8Array {
 }
 
 /** Appends little-endian fields; the header is small, so parts are concatenated once at the end. */
-class ByteWriter {
-  private parts: Uint8Array[] = [];
-  length = 0;
+class ByteWriter extends ByteChunks {
   private field(size: number, set: (view: DataView) => void): void {
     const part = new Uint8Array(size);
     set(new DataView(part.buffer));
     this.bytes(part);
   }
   bytes(part: Uint8Array): void {
-    this.parts.push(part);
-    this.length += part.length;
+    this.push(part);
   }
   u32(value: number): void { this.field(4, (v) => v.setUint32(0, value, true)); }
   i32(value: number): void { this.field(4, (v) => v.setInt32(0, value, true)); }
@@ -67,15 +65,7 @@ class ByteWriter {
     this.bytes(utf8);
   }
   pad(alignment: number): void { this.bytes(new Uint8Array(padTo(this.length, alignment) - this.length)); }
-  concat(): Uint8Array {
-    const out = new Uint8Array(this.length);
-    let at = 0;
-    for (const part of this.parts) {
-      out.set(part, at);
-      at += part.length;
-    }
-    return out;
-  }
+
 }
 
 export function writeControlVectorGguf(cv: ControlVector): Uint8Array {
@@ -126,7 +116,7 @@ export function writeControlVectorGguf(cv: ControlVector): Uint8Array {
     w.bytes(floatBytes(vector));
     w.pad(DEFAULT_ALIGNMENT);
   }
-  return w.concat();
+  return w.join();
 }
 
 /** Bounds-checked little-endian reads; every overrun is reported as a truncated file. */

@@ -3,6 +3,7 @@
  * Untouched fields are never decoded into objects, so re-encoding keeps them byte for byte
  * (including fields this code has never heard of) and weights are never copied.
  */
+import { ByteChunks } from '../byte-chunks.ts';
 
 export const WIRE_VARINT = 0;
 export const WIRE_FIXED64 = 1;
@@ -106,12 +107,10 @@ export function fieldFloat32(buf: Uint8Array, field: Field): number {
 
 /** Builds a message from new fields and raw slices of old ones. */
 export class ProtoWriter {
-  private readonly parts: Uint8Array[] = [];
-  private length = 0;
+  private readonly chunks = new ByteChunks();
 
   raw(bytes: Uint8Array): this {
-    this.parts.push(bytes);
-    this.length += bytes.length;
+    this.chunks.push(bytes);
     return this;
   }
 
@@ -157,12 +156,6 @@ export class ProtoWriter {
   }
 
   finish(): Uint8Array {
-    const out = new Uint8Array(this.length);
-    let offset = 0;
-    for (const part of this.parts) {
-      out.set(part, offset);
-      offset += part.length;
-    }
-    return out;
+    return this.chunks.join();
   }
 }
