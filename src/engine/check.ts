@@ -42,11 +42,10 @@ export async function openCheckPair(
     ...prepared,
     graph: bytes,
     externalData: prepared.externalData.filter((entry) => entry.data !== bytes),
-    steeringInputs: new Map(),
-    hiddenOutputs: new Map(),
+    instrumentation: { steeringInputs: new Map(), hiddenOutputs: new Map() },
   };
   const wrap = async (graph: PreparedGraph) =>
-    new SteerableModel(fileName, fileName, await openSession(graph, backend), graph.analysis, graph.steeringInputs, graph.hiddenOutputs, undefined, config, {}, backend);
+    new SteerableModel(fileName, fileName, await openSession(graph, backend), graph.analysis, graph.instrumentation, undefined, config, {}, backend);
   return { analysis: prepared.analysis, original: await wrap(original), instrumented: await wrap(prepared) };
 }
 

@@ -8,7 +8,7 @@ import { instrumentModel } from './onnx/surgery.ts';
 import { type Backend, createSession, detectBackends } from './runtime.ts';
 import { type ModelSource, type ProgressCallback, ModelFileError } from './sources/source.ts';
 import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from './sources/variants.ts';
-import { type ModelConfig, SteerableModel } from './steerable-model.ts';
+import { type Instrumentation, type ModelConfig, SteerableModel } from './steerable-model.ts';
 import { TextTokenizer } from './tokenizer.ts';
 
 export interface LoadOptions {
@@ -23,8 +23,7 @@ export interface PreparedGraph {
   analysis: GraphAnalysis;
   graph: Uint8Array;
   externalData: { path: string; data: Uint8Array }[];
-  steeringInputs: Map<number, string>;
-  hiddenOutputs: Map<number, string>;
+  instrumentation: Instrumentation;
 }
 
 /** Analyse and instrument one .onnx file; `readExternal` fetches each data file the graph names. */
@@ -48,8 +47,7 @@ export async function prepareGraph(
     analysis,
     graph: surgery.bytes,
     externalData,
-    steeringInputs: surgery.steeringInputs,
-    hiddenOutputs: surgery.hiddenOutputs,
+    instrumentation: { steeringInputs: surgery.steeringInputs, hiddenOutputs: surgery.hiddenOutputs, logitsFrom: surgery.logitsFrom },
   };
 }
 
@@ -136,7 +134,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   );
   const session = await openSession(prepared, backend);
   return new SteerableModel(
-    source.id, file, session, prepared.analysis, prepared.steeringInputs, prepared.hiddenOutputs,
+    source.id, file, session, prepared.analysis, prepared.instrumentation,
     tokenizer, config, generationConfig, backend,
   );
 }

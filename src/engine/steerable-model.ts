@@ -68,6 +68,14 @@ export interface ModelInfo {
   residualTensors: string[];
 }
 
+/** What graph surgery added: names of the steering inputs and hidden-state outputs, per layer. */
+export interface Instrumentation {
+  steeringInputs: Map<number, string>;
+  hiddenOutputs: Map<number, string>;
+  /** Input choosing the first position the LM head reads, where the graph has no num_logits_to_keep. */
+  logitsFrom?: string;
+}
+
 export class SteerableModel {
   private readonly zeroSteering = new Map<string, ort.Tensor>();
   private readonly steeringTensors = new WeakMap<SteeringRow[], { batch: number; tensors: Map<number, ort.Tensor> }>();
@@ -77,8 +85,7 @@ export class SteerableModel {
     readonly file: string,
     readonly session: ort.InferenceSession,
     readonly analysis: GraphAnalysis,
-    readonly steeringInputs: Map<number, string>,
-    readonly hiddenOutputs: Map<number, string>,
+    readonly instrumentation: Instrumentation,
     readonly tokenizer: TextTokenizer | undefined,
     readonly config: ModelConfig,
     readonly generationConfig: ModelConfig,
@@ -99,7 +106,7 @@ export class SteerableModel {
       contextLength: this.contextLength,
       eosTokenIds: this.eosTokenIds,
       hasChatTemplate: this.tokenizer?.hasChatTemplate ?? false,
-      residualTensors: analysis.layers.map((site) => this.hiddenOutputs.get(site.layer)!),
+      residualTensors: analysis.layers.map((site) => this.instrumentation.hiddenOutputs.get(site.layer)!),
     };
   }
 
@@ -164,6 +171,10 @@ export class SteerableModel {
       const positions = Array.from({ length: batch * length }, (_, i) => past.length + (i % length));
       feeds[analysis.positionIds.name] = intTensor(analysis.positionIds.elemType, positions, [batch, length]);
     }
+    if (this.instrumentation.logitsFrom) {
+      const from = step.logits === 'all' ? 0 : length - 1;
+      feeds[this.instrumentation.logitsFrom] = intTensor(TensorType.INT64, [from], [1]);
+    }
     if (analysis.numLogitsToKeep) {
       const keep = step.logits === 'all' ? length : 1;
       feeds[analysis.numLogitsToKeep.name] = intTensor(analysis.numLogitsToKeep.elemType, [keep], []);
@@ -173,17 +184,17 @@ export class SteerableModel {
     let built = cached?.batch === batch ? cached.tensors : undefined;
     if (!built) {
       this.validateSteering(step.steering ?? []);
-      built = new Map([...this.steeringInputs.keys()].map((layer) => [layer, this.steeringTensor(layer, step.steering, batch)]));
+      built = new Map([...this.instrumentation.steeringInputs.keys()].map((layer) => [layer, this.steeringTensor(layer, step.steering, batch)]));
       if (step.steering) this.steeringTensors.set(step.steering, { batch, tensors: built });
     }
-    for (const [layer, name] of this.steeringInputs) feeds[name] = built.get(layer)!;
+    for (const [layer, name] of this.instrumentation.steeringInputs) feeds[name] = built.get(layer)!;
 
     const fetches: string[] = [];
     const logitsMode = step.logits ?? 'last';
     const hiddenLayers = [...new Set(step.hiddenLayers ?? [])];
     if (logitsMode !== 'none') fetches.push(analysis.logits);
     for (const layer of hiddenLayers) {
-      const name = this.hiddenOutputs.get(layer);
+      const name = this.instrumentation.hiddenOutputs.get(layer);
       if (!name) throw new Error(`layer ${layer} does not exist (the model has ${analysis.layerCount} layers, 0–${analysis.layerCount - 1})`);
       fetches.push(name);
     }
@@ -208,7 +219,7 @@ export class SteerableModel {
         logits.dispose();
       }
       for (const layer of hiddenLayers) {
-        const tensor = outputs[this.hiddenOutputs.get(layer)!];
+        const tensor = outputs[this.instrumentation.hiddenOutputs.get(layer)!];
         result.hidden.set(layer, readFloat(tensor.data));
         tensor.dispose();
       }
@@ -231,7 +242,7 @@ export class SteerableModel {
     const hidden = this.analysis.hiddenSize;
     for (const row of rows) {
       for (const { layer, vector } of row) {
-        if (!this.steeringInputs.has(layer)) {
+        if (!this.instrumentation.steeringInputs.has(layer)) {
           throw new Error(`cannot steer layer ${layer}: this model's steerable layers are 0–${this.analysis.layerCount - 1}`);
         }
         if (vector.length !== hidden) {

@@ -5,6 +5,7 @@ import { OnnxFormatError, TensorType, parseModel } from '../../src/engine/onnx/m
 import { ProtoWriter, readVarint } from '../../src/engine/onnx/proto.ts';
 import { instrumentModel } from '../../src/engine/onnx/surgery.ts';
 import { fromFloat16Bits, toFloat16Bits } from '../../src/engine/float16.ts';
+import { graphPair } from '../support/models.ts';
 import { sharedGraphPath } from '../support/paths.ts';
 import { tinyGraph } from '../support/tiny-graph.ts';
 
@@ -104,8 +105,12 @@ describe('graph surgery', () => {
 
     const edited = parseModel(result.bytes);
     const changed = new Set(analysis.layers.map((site) => site.node.index));
+    expect(analysis.lmHead?.node.opType).toBe('MatMul');
+    expect(edited.graph.nodes[analysis.lmHead!.node.index].inputs[0]).toBe('tiller.lm_head_input');
+    changed.add(analysis.lmHead!.node.index);
     for (const node of model.graph.nodes) {
       const twin = edited.graph.nodes[node.index];
+      if (node.index === analysis.lmHead!.node.index) continue;
       if (changed.has(node.index)) {
         expect(twin.inputs[analysis.layers.find((s) => s.node.index === node.index)!.branchInput]).toMatch(/^tiller\.steered_branch\./);
         continue;
@@ -119,9 +124,21 @@ describe('graph surgery', () => {
       if (!tensor.rawData || tensor.rawData.end - tensor.rawData.start < 1024) continue;
       expect(twin.externalData).toEqual({ location: 'model.onnx', offset: tensor.rawData.start, length: tensor.rawData.end - tensor.rawData.start });
     }
-    expect(edited.graph.inputs.map((i) => i.name).slice(-5)).toEqual([0, 1, 2, 3, 4].map((l) => `tiller.steer.${l}`));
-    expect(edited.graph.inputs.at(-1)).toMatchObject({ elemType: TensorType.FLOAT, shape: ['batch_size', 'steer_length', 64] });
+    expect(edited.graph.inputs.map((i) => i.name).slice(-6)).toEqual([...[0, 1, 2, 3, 4].map((l) => `tiller.steer.${l}`), 'tiller.logits_from']);
+    expect(edited.graph.inputs.at(-2)).toMatchObject({ elemType: TensorType.FLOAT, shape: ['batch_size', 'steer_length', 64] });
     expect(edited.graph.outputs.map((o) => o.name).slice(-5)).toEqual(analysis.layers.map((s) => s.residual));
+  });
+
+  it('slices the LM head input so prefill computes the last position only', async () => {
+    const { instrumented } = await graphPair('stories');
+    expect(instrumented.instrumentation.logitsFrom).toBe('tiller.logits_from');
+    const tokens = [[1, 274, 287, 286, 399, 261]];
+    const last = await instrumented.forward({ tokens, logits: 'last' });
+    const all = await instrumented.forward({ tokens, logits: 'all' });
+    expect(last.logits).toHaveLength(512);
+    expect(all.logits).toHaveLength(6 * 512);
+    expect(Array.from(last.logits!)).toEqual(Array.from(all.logits!.subarray(5 * 512)));
+    await instrumented.dispose();
   });
 
   it('declares fp16 steering inputs for an fp16 residual and adds the missing last residual', () => {

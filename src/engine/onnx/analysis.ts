@@ -54,6 +54,10 @@ export interface GraphAnalysis {
   numLogitsToKeep?: GraphInputInfo;
   kv: KvInput[];
   logits: string;
+  /** The LM head and the input it reads (the final norm's output, `[batch, seq, hidden]`), when the logits
+   *  come from a matrix product through position-wise ops only: slicing its input to the last position
+   *  spares computing logits for every prompt token. */
+  lmHead?: { node: OnnxNode; input: string };
   externalDataFiles: string[];
 }
 
@@ -197,10 +201,12 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     const info = inputsByName.get(name);
     return info ? { name, elemType: info.elemType ?? TensorType.INT64 } : undefined;
   };
+  const numLogitsToKeep = optional('num_logits_to_keep') ?? optional('logits_to_keep');
   const logits = graph.outputs.find((o) => o.name === 'logits')?.name;
   if (!logits) throw new UnsupportedGraphError(`${fileName} has no logits output (outputs: ${graph.outputs.map((o) => o.name).join(', ')}).`);
 
   return {
+    lmHead: numLogitsToKeep ? undefined : findLmHead(logits, producers, constants),
     flavour,
     layerCount: kv.length,
     hiddenSize,
@@ -210,11 +216,24 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     inputIds: { name: 'input_ids', elemType: inputIds.elemType ?? TensorType.INT64 },
     attentionMask: optional('attention_mask'),
     positionIds: optional('position_ids'),
-    numLogitsToKeep: optional('num_logits_to_keep') ?? optional('logits_to_keep'),
+    numLogitsToKeep,
     kv,
     logits,
     externalDataFiles: externalDataFiles(model),
   };
+}
+
+const LM_HEADS = new Set(['MatMul', 'MatMulNBits', 'Gemm']);
+
+function findLmHead(logits: string, producers: Map<string, OnnxNode>, constants: Set<string>) {
+  let node = producers.get(logits);
+  // Casts and logit soft-capping (tanh, scaling by constants) act per position: step back over them.
+  while (node && !LM_HEADS.has(node.opType)) {
+    const positionWise = node.opType === 'Cast' || node.opType === 'Tanh' ||
+      ((node.opType === 'Mul' || node.opType === 'Div') && node.inputs.slice(1).every((i) => constants.has(i)));
+    node = positionWise ? producers.get(node.inputs[0]) : undefined;
+  }
+  return node ? { node, input: node.inputs[0] } : undefined;
 }
 
 function findKv(inputs: OnnxValueInfo[], outputNames: string[], fileName: string): KvInput[] {

@@ -5,12 +5,14 @@
  *    residual and the normalised output that feeds the next sub-block see it (zeros are an identity);
  *  - one hidden-state output per layer, adding `residual + branch` beside the fused final norm where
  *    the graph never materialises the last residual;
+ *  - where the graph has no num_logits_to_keep, a Slice before the LM head so that prefill computes
+ *    logits for the last position only;
  *  - large embedded initializers rewritten as external data pointing at the original file's bytes,
  *    so a single-file model is passed to ONNX Runtime once and never copied.
  * Every field the edit does not touch is copied byte for byte.
  */
 import type { GraphAnalysis } from './analysis.ts';
-import type { OnnxModel, OnnxNode, OnnxTensor } from './model.ts';
+import { type OnnxModel, type OnnxNode, type OnnxTensor, TensorType } from './model.ts';
 import { ProtoWriter, fields } from './proto.ts';
 
 export interface SurgeryOptions {
@@ -31,7 +33,12 @@ export interface SurgeryResult {
   hiddenOutputs: Map<number, string>;
   /** Set when initializers were externalised: pass `{ path, data: original bytes }` to ONNX Runtime. */
   selfReference?: string;
+  /** Input taking the first position to compute logits for (`[1]` int64), where the graph has no
+   *  num_logits_to_keep: the LM head then reads only positions from there on. */
+  logitsFrom?: string;
 }
+
+export const LOGITS_FROM = 'tiller.logits_from';
 
 // Graph and node field numbers (onnx.proto3).
 const GRAPH_NODE = 1;
@@ -86,6 +93,16 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
     hiddenOutputs.set(site.layer, residual);
   }
 
+  const addedInitializers: Uint8Array[] = [];
+  const lmHead = analysis.lmHead;
+  if (lmHead) {
+    const sliced = 'tiller.lm_head_input';
+    addedInputs.push(encodeTensorValueInfo(LOGITS_FROM, TensorType.INT64, [1]));
+    addedInitializers.push(encodeInt64Tensor('tiller.logits_to', Number.MAX_SAFE_INTEGER), encodeInt64Tensor('tiller.sequence_axis', 1));
+    addedNodes.push(encodeNode('Slice', 'tiller/logits_from', [lmHead.input, LOGITS_FROM, 'tiller.logits_to', 'tiller.sequence_axis'], [sliced]));
+    replacedNodes.set(lmHead.node.index, replaceNodeInput(bytes, lmHead.node, 0, sliced));
+  }
+
   const replacedInitializers = new Map<number, Uint8Array>();
   for (const tensor of graph.initializers) {
     if (tensor.rawData && tensor.rawData.end - tensor.rawData.start >= minBytes) {
@@ -105,6 +122,7 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
   }
   // ONNX Runtime sorts nodes topologically itself, so appended nodes may come last.
   for (const node of addedNodes) graphWriter.bytes(GRAPH_NODE, node);
+  for (const tensor of addedInitializers) graphWriter.bytes(GRAPH_INITIALIZER, tensor);
   for (const input of addedInputs) graphWriter.bytes(GRAPH_INPUT, input);
   for (const output of addedOutputs) graphWriter.bytes(GRAPH_OUTPUT, output);
 
@@ -118,6 +136,7 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
     steeringInputs,
     hiddenOutputs,
     selfReference: replacedInitializers.size > 0 ? options.fileName : undefined,
+    logitsFrom: lmHead ? LOGITS_FROM : undefined,
   };
 }
 
@@ -126,6 +145,13 @@ function encodeNode(opType: string, name: string, inputs: string[], outputs: str
   for (const input of inputs) writer.string(1, input);
   for (const output of outputs) writer.string(2, output);
   return writer.string(3, name).string(4, opType).finish();
+}
+
+/** A one-element int64 initializer. */
+function encodeInt64Tensor(name: string, value: number): Uint8Array {
+  const raw = new Uint8Array(8);
+  new DataView(raw.buffer).setBigInt64(0, BigInt(value), true);
+  return new ProtoWriter().int(1, 1).int(2, TensorType.INT64).string(8, name).bytes(TENSOR_RAW_DATA, raw).finish();
 }
 
 function encodeTensorValueInfo(name: string, elemType: number, shape: (number | string)[]): Uint8Array {
