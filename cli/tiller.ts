@@ -54,6 +54,11 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   if (!COMMANDS.includes(command)) throw new UsageError(`unknown command "${command}"`);
+  // Options that only mean something beside another one are refused alone rather than silently ignored.
+  if (values.system !== undefined && !values.chat) throw new UsageError('--system needs --chat (it is the chat system prompt)');
+  for (const name of ['layer', 'strength'] as const) {
+    if (values[name] !== undefined && !values.vector) throw new UsageError(`--${name} needs --vector FILE`);
+  }
   const target = positionals[0];
   if (!target) throw new UsageError(`${command} needs a model`);
   const dtype = values.dtype ? parseDtype(values.dtype) : undefined;

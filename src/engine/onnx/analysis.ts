@@ -46,7 +46,6 @@ export interface GraphAnalysis {
   hiddenSize: number;
   /** Element type of the residual stream (the last layer's; layers rarely differ). */
   residualType: number;
-  embedding: string;
   layers: LayerSite[];
   inputIds: GraphInputInfo;
   attentionMask?: GraphInputInfo;
@@ -161,7 +160,8 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     const hasSubgraphs = graph.nodes.some((n) => [...n.attributes.values()].some((a) => a.hasGraph));
     throw new UnsupportedGraphError(
       `${fileName}: found ${steps.length} residual additions after the embedding (${embedding.node.opType} of input_ids), ` +
-        `expected 2 per layer for the ${kv.length} layers that past_key_values declares. ` +
+        `expected 2 per layer for the ${kv.length} layers that past_key_values declares; ` +
+        `the walk stopped at "${current}", read by ${describeConsumers(consumersOf(current))}. ` +
         (hasSubgraphs
           ? 'The graph keeps its layers inside If/Loop subgraphs (an old "merged" decoder export), which cannot be steered: use the plain model.onnx export instead.'
           : 'Tiller recognises residual Adds (torch/Optimum exports) and Skip(Simplified)LayerNormalization (onnxruntime-genai builder and ORT-optimised exports).'),
@@ -211,7 +211,6 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     layerCount: kv.length,
     hiddenSize,
     residualType,
-    embedding: embedding.output,
     layers,
     inputIds: { name: 'input_ids', elemType: inputIds.elemType ?? TensorType.INT64 },
     attentionMask: optional('attention_mask'),
@@ -234,6 +233,13 @@ function findLmHead(logits: string, producers: Map<string, OnnxNode>, constants:
     node = positionWise ? producers.get(node.inputs[0]) : undefined;
   }
   return node ? { node, input: node.inputs[0] } : undefined;
+}
+
+function describeConsumers(nodes: OnnxNode[]): string {
+  if (nodes.length === 0) return 'nothing';
+  const counts = new Map<string, number>();
+  for (const node of nodes) counts.set(node.opType, (counts.get(node.opType) ?? 0) + 1);
+  return [...counts].map(([op, count]) => (count > 1 ? `${count} × ${op}` : op)).join(', ');
 }
 
 function findKv(inputs: OnnxValueInfo[], outputNames: string[], fileName: string): KvInput[] {
