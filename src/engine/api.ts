@@ -5,14 +5,19 @@
  */
 import { type GenerateRequest, type GenerateResult, type TokenEvent, generate } from './generate.ts';
 import { type CaptureResult, type Reduction, captureHiddenStates } from './hidden-states.ts';
+import type { DirectionMethod } from './directions.ts';
+import { type ContrastiveSet, type ExtractStage, type ExtractionMode, extractDirections } from './extract.ts';
 import { loadModel } from './load.ts';
+import { type NextToken, type NextTokenRequest, nextTokens } from './next-token.ts';
 import { type Backend, type BackendSupport, detectBackends } from './runtime.ts';
+import { browserCacheAvailable, cachingFetch, clearModelCache, modelCacheSize } from './sources/cache.ts';
 import { PickedFilesSource } from './sources/files.ts';
 import { FolderUrlSource, HubSource } from './sources/hub.ts';
 import type { FileProgress, ModelSource } from './sources/source.ts';
 import type { Dtype } from './sources/variants.ts';
 import type { ModelInfo, SteerableModel } from './steerable-model.ts';
 import type { ChatMessage } from './tokenizer.ts';
+import { type VectorFile, vectorFileFromExtraction } from './vector-file.ts';
 
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
@@ -37,6 +42,21 @@ export interface CaptureTextRequest {
   batchSize?: number;
 }
 
+export interface ExtractRequest {
+  set: ContrastiveSet;
+  method?: DirectionMethod;
+  mode?: ExtractionMode;
+  /** Preset id, recorded in the vector file. */
+  preset?: string;
+}
+
+export interface CacheInfo {
+  files: number;
+  bytes: number;
+  /** Why the last download could not be stored (e.g. the storage quota), if one could not. */
+  lastError?: string;
+}
+
 export interface TillerEngine {
   backends(): Promise<BackendSupport>;
   load(jobId: string, request: LoadRequest, onProgress?: (p: FileProgress) => void): Promise<ModelInfo>;
@@ -44,6 +64,12 @@ export interface TillerEngine {
   tokenize(text: string): number[];
   generate(jobId: string, request: GenerateRequest, onToken?: (event: TokenEvent) => void): Promise<GenerateResult>;
   captureHiddenStates(jobId: string, request: CaptureTextRequest, onProgress?: (done: number, total: number) => void): Promise<CaptureResult>;
+  /** Directions at every layer from a contrastive set, as a vector file ready to save or steer with. */
+  extract(jobId: string, request: ExtractRequest, onProgress?: (stage: ExtractStage, done: number, total: number) => void): Promise<VectorFile>;
+  nextTokens(jobId: string, request: NextTokenRequest): Promise<NextToken[][]>;
+  /** Model files kept by the browser (undefined where there is no Cache Storage, e.g. Node). */
+  cacheInfo(): Promise<CacheInfo | undefined>;
+  clearCache(): Promise<void>;
   cancel(jobId: string): void;
   unload(): Promise<void>;
 }
@@ -75,10 +101,14 @@ export function createEngine(): TillerEngine {
   const cancelAll = () => {
     for (const controller of jobs.values()) controller.abort();
   };
+  let lastCacheError: string | undefined;
+  const fetchModelFile = browserCacheAvailable()
+    ? cachingFetch(globalThis.fetch, (error) => (lastCacheError = error.message))
+    : globalThis.fetch;
   const sourceFor = (location: ModelLocation): ModelSource => {
     switch (location.kind) {
-      case 'hub': return new HubSource(location.repo, { baseUrl: location.baseUrl, revision: location.revision });
-      case 'url': return new FolderUrlSource(location.url, { onnxFiles: location.onnxFiles });
+      case 'hub': return new HubSource(location.repo, { baseUrl: location.baseUrl, revision: location.revision, fetch: fetchModelFile });
+      case 'url': return new FolderUrlSource(location.url, { onnxFiles: location.onnxFiles, fetch: fetchModelFile });
       case 'files': return new PickedFilesSource(location.files);
     }
   };
@@ -119,6 +149,25 @@ export function createEngine(): TillerEngine {
         );
         return captureHiddenStates(current, { ...request, prompts }, { onProgress, signal });
       }),
+
+    extract: (jobId, request, onProgress) =>
+      withJob(jobId, async (signal) => {
+        const current = loaded();
+        const extraction = await extractDirections(current, request.set, { method: request.method, mode: request.mode }, { onProgress, signal });
+        return vectorFileFromExtraction(extraction, current.info, request.preset);
+      }),
+
+    nextTokens: (jobId, request) => withJob(jobId, () => nextTokens(loaded(), request)),
+
+    cacheInfo: async () => {
+      const size = await modelCacheSize();
+      return size && { ...size, lastError: lastCacheError };
+    },
+
+    clearCache: async () => {
+      await clearModelCache();
+      lastCacheError = undefined;
+    },
 
     cancel: (jobId) => jobs.get(jobId)?.abort(),
 

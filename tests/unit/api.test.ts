@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/api.ts';
 import type { TokenEvent } from '../../src/engine/generate.ts';
+import { contrastiveSetOf, presetById } from '../../src/engine/presets.ts';
+import { multiplierFor, scaledDirection } from '../../src/engine/strength.ts';
 import { type HubServer, startHubServer } from '../support/hub-server.ts';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
 
@@ -54,4 +56,19 @@ describe('the engine API the worker exposes', () => {
     expect((await reload).layerCount).toBe(5);
     expect((await engine.generate('gen', { prompt: '', maxNewTokens: 3 })).rows[0].tokenIds).toHaveLength(3);
   });
+
+  it('extracts a direction into a vector file and shows next tokens, steered by it', async () => {
+    const stages: string[] = [];
+    const file = await engine.extract('extract', { set: contrastiveSetOf(presetById('happy-sad-stories')), preset: 'happy-sad-stories' },
+      (stage, done, total) => stages.push(`${stage} ${done}/${total}`));
+    expect(file).toMatchObject({ format: 'tiller.vector', preset: 'happy-sad-stories', hiddenSize: 64, recommendedLayer: 3 });
+    expect(stages.at(-1)).toBe('capturing 32/32');
+    const direction = file.directions[file.recommendedLayer!];
+    const vector = scaledDirection(direction.vector, multiplierFor(-0.25, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm! }));
+    const [plain, sad] = await engine.nextTokens('next', { prompt: 'Lily was very', rows: [[], [{ layer: direction.layer, vector }]], top: 3 });
+    expect(plain).toHaveLength(3);
+    expect(sad[0].logit).not.toBe(plain[0].logit);
+    expect(await engine.cacheInfo()).toBeUndefined(); // Node has no Cache Storage
+  });
 });
+
