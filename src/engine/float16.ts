@@ -45,3 +45,15 @@ export function float32ToFloat16(values: ArrayLike<number>): Uint16Array {
   for (let i = 0; i < values.length; i++) out[i] = toFloat16Bits(values[i]);
   return out;
 }
+
+let table: Float32Array | undefined;
+
+/** Every float16 bit pattern as a float32: logits come back as fp16 bits, tens of thousands per token. */
+export function float16Table(): Float32Array {
+  if (!table) {
+    table = new Float32Array(65536);
+    for (let bits = 0; bits < 65536; bits++) table[bits] = fromFloat16Bits(bits);
+  }
+  return table;
+}
+

@@ -4,7 +4,7 @@
  */
 import type { GraphAnalysis } from './onnx/analysis.ts';
 import { TensorType } from './onnx/model.ts';
-import { FLOAT16_MAX, float32ToFloat16, fromFloat16Bits } from './float16.ts';
+import { FLOAT16_MAX, float16Table, float32ToFloat16 } from './float16.ts';
 import { type Backend, ort } from './runtime.ts';
 import type { TextTokenizer } from './tokenizer.ts';
 
@@ -300,8 +300,8 @@ function intTensor(elemType: number, values: number[], dims: number[]): ort.Tens
  */
 function readFloat(data: ort.Tensor['data'], lastOf?: { batch: number; positions: number; width: number }): Float32Array {
   const values = data as ArrayLike<number>;
-  const fp16 = data instanceof Uint16Array;
-  const value = (i: number) => (fp16 ? fromFloat16Bits(values[i]) : values[i]);
+  const halves = data instanceof Uint16Array ? float16Table() : undefined;
+  const value = (i: number) => (halves ? halves[values[i]] : values[i]);
   if (!lastOf) return data instanceof Float32Array ? data : Float32Array.from({ length: values.length }, (_, i) => value(i));
   const { batch, positions, width } = lastOf;
   const out = new Float32Array(batch * width);
