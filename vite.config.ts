@@ -1,17 +1,13 @@
 import { svelte } from '@sveltejs/vite-plugin-svelte';
 import { defineConfig } from 'vite';
+import { ISOLATION_HEADERS } from './cli/serve-files.ts';
 import { localModelsPlugin } from './scripts/local-models.ts';
-
-// Multi-threaded WASM needs SharedArrayBuffer, which needs cross-origin isolation.
-const isolation = {
-  'Cross-Origin-Opener-Policy': 'same-origin',
-  'Cross-Origin-Embedder-Policy': 'require-corp',
-};
 
 export default defineConfig({
   plugins: [svelte(), localModelsPlugin(process.env.TILLER_MODELS_DIR ?? 'models')],
   worker: { format: 'es' },
-  server: { headers: isolation },
-  preview: { headers: isolation },
+  // Multi-threaded WASM needs SharedArrayBuffer, which needs cross-origin isolation.
+  server: { headers: ISOLATION_HEADERS },
+  preview: { headers: ISOLATION_HEADERS },
   optimizeDeps: { exclude: ['onnxruntime-web'] },
 });

@@ -4,9 +4,12 @@
  * Same engine code as the browser app; models come from a folder, a single .onnx file, or a Hub id.
  */
 import { readFile, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { checkSteering, openCheckPair } from '../src/engine/check.ts';
+import { startAppServer } from './serve-files.ts';
 import { type ContrastiveSet, extractDirections } from '../src/engine/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/gguf.ts';
@@ -35,6 +38,7 @@ const USAGE = `usage:
   tiller extract <model> (--preset NAME | --positive FILE --negative FILE) [--method mean|pca]
                   [--mode last|mean|answer] --out FILE.json|FILE.gguf
   tiller next <model> --prompt TEXT [--chat] [--vector FILE [--layer L] [--strength S]] [--top K] [--json]
+  tiller serve [--models DIR] [--port N] [--host H]   the built app and a models folder, to the room
 
 --strength is relative to the layer's typical residual length (1 adds a vector as long as a token's
 residual; ±0.1–0.5 is the useful range) for vectors Tiller extracted; for GGUF control vectors, which
@@ -54,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   if (!COMMANDS.includes(command)) throw new UsageError(`unknown command "${command}"`);
+  if (command === 'serve') return serve(values);
   // Options that only mean something beside another one are refused alone rather than silently ignored.
   if (values.system !== undefined && !values.chat) throw new UsageError('--system needs --chat (it is the chat system prompt)');
   for (const name of ['layer', 'strength'] as const) {
@@ -76,7 +81,7 @@ async function main(argv: string[]): Promise<number> {
 
 type Flags = Record<string, string | boolean | undefined>;
 
-const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'next'];
+const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'next', 'serve'];
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -103,6 +108,9 @@ const OPTIONS = {
   mode: { type: 'string' },
   out: { type: 'string' },
   top: { type: 'string' },
+  models: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -356,6 +364,26 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
   console.log(`recommended layer ${extraction.recommendedLayer}; wrote ${out}`);
   await model.dispose();
   return 0;
+}
+
+/** Serves dist/ and a models folder (with cross-origin isolation) until stopped: laptops in the room
+ *  download each model once from this machine instead of the internet. */
+async function serve(flags: Flags): Promise<number> {
+  const appDir = fileURLToPath(new URL('../dist', import.meta.url));
+  if (!(await stat(path.join(appDir, 'index.html')).catch(() => undefined))) {
+    throw new Error(`the app is not built (${appDir} has no index.html): run npm run build first`);
+  }
+  const modelsDir = path.resolve((flags.models as string | undefined) ?? process.env.TILLER_MODELS_DIR ?? 'models');
+  const port = number(flags, 'port') ?? 8080;
+  const host = (flags.host as string | undefined) ?? '0.0.0.0';
+  await startAppServer(appDir, modelsDir, port, host);
+  const everywhere = host === '0.0.0.0' || host === '::';
+  const lan = everywhere
+    ? Object.values(os.networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal).map((a) => `http://${a!.address}:${port}/`)
+    : [];
+  console.log(`Tiller is served at http://${everywhere ? 'localhost' : host}:${port}/${lan.length ? ` and to the room at ${lan.join(', ')}` : ''}`);
+  console.log(`models from ${modelsDir} (npm run models:fetch -- <hub id> adds one); Ctrl-C stops`);
+  return new Promise<number>(() => {});
 }
 
 function oneOf<T extends string>(flags: Flags, name: string, allowed: readonly T[]): T {
