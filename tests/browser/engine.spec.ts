@@ -17,10 +17,12 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     await expect(page.getByTestId('model-info')).toContainText(`5 layers, hidden 64, torch graph, float32 residual, ${backend}`, { timeout: 60_000 });
     await expect(page.getByTestId('progress-onnx/model.onnx')).toHaveAttribute('data-done', 'true');
 
+    await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('');
+    await page.getByLabel('Temperature').fill('0');
     await page.getByLabel('Max new tokens').fill('110');
     await page.getByRole('button', { name: 'Generate' }).click();
     await expect(page.getByTestId('status')).toContainText('tokens/s', { timeout: 120_000 });
-    const text = await page.getByTestId('output').textContent();
+    const text = await page.getByTestId('output-baseline').textContent();
     expect(text?.startsWith(STORIES_REFERENCE)).toBe(true);
     expect(errors).toEqual([]);
   });
@@ -31,10 +33,12 @@ test('a model folder picked from disk loads through the worker and generates', a
   await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
   await page.getByLabel('Open folder…').setInputFiles(path.join(sharedModelsDir, 'stories260K-hf'));
   await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 60_000 });
+  await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('');
+  await page.getByLabel('Temperature').fill('0');
   await page.getByLabel('Max new tokens').fill('20');
   await page.getByRole('button', { name: 'Generate' }).click();
   await expect(page.getByTestId('status')).toContainText('20 tokens', { timeout: 60_000 });
-  await expect(page.getByTestId('output')).toHaveText(/^Once upon a time, there was a little girl named Lily\./);
+  await expect(page.getByTestId('output-baseline')).toHaveText(/^Once upon a time, there was a little girl named Lily\./);
 });
 
 test('Cancel stops a running generation in the worker within a step', async ({ page }) => {
@@ -42,9 +46,10 @@ test('Cancel stops a running generation in the worker within a step', async ({ p
   await page.getByRole('combobox', { name: 'Backend' }).selectOption('webgpu');
   await page.getByRole('button', { name: 'Load model' }).click();
   await expect(page.getByTestId('model-info')).toContainText('webgpu', { timeout: 60_000 });
+  await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('');
   await page.getByLabel('Max new tokens').fill('400');
   await page.getByRole('button', { name: 'Generate' }).click();
-  await expect(page.getByTestId('output')).toContainText('Once upon', { timeout: 60_000 });
+  await expect(page.getByTestId('output-baseline')).toContainText('Once upon', { timeout: 60_000 });
   await page.getByRole('button', { name: 'Cancel' }).click();
   await expect(page.getByTestId('status')).toContainText('(cancelled)', { timeout: 5_000 });
   const tokens = Number(/(\d+) tokens/.exec((await page.getByTestId('status').textContent())!)![1]);

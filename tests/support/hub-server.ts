@@ -73,6 +73,11 @@ export async function startHubServer({ root, repos = {} }: HubServerOptions): Pr
   };
 
   const server = createServer(async (req, res) => {
+    // The app is cross-origin isolated (COEP require-corp): its worker may read these answers only when
+    // they allow it, as the real Hub's do.
+    res.setHeader('Access-Control-Allow-Origin', '*');
+    res.setHeader('Access-Control-Expose-Headers', 'Content-Length');
+    res.setHeader('Cross-Origin-Resource-Policy', 'cross-origin');
     const urlPath = new URL(req.url ?? '/', 'http://localhost').pathname;
     requests.push(urlPath);
     const target = locate(urlPath);

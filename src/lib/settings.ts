@@ -1,0 +1,154 @@
+/**
+ * The playground's settings: what is saved to localStorage on every change and restored on reload, and
+ * what a shareable link carries. Stored state that does not parse is set aside under another key and
+ * reported, never silently dropped.
+ */
+
+export type BackendChoice = 'auto' | 'webgpu' | 'wasm';
+
+export interface Settings {
+  /** Selected model: "local:<folder>" or "hub:<owner/name>". */
+  model: string;
+  backend: BackendChoice;
+  hubBaseUrl: string;
+  hubId: string;
+  presetId: string;
+  layer: number | undefined;
+  /** Relative strength: 1 adds a vector as long as a typical token residual at the layer. */
+  strength: number;
+  prompt: string;
+  systemPrompt: string;
+  temperature: number;
+  topP: number;
+  seed: number;
+  maxNewTokens: number;
+  steerPrompt: boolean;
+  sweep: boolean;
+}
+
+export const DEFAULT_HUB = 'https://huggingface.co';
+
+export const DEFAULT_SETTINGS: Settings = {
+  model: '',
+  backend: 'auto',
+  hubBaseUrl: DEFAULT_HUB,
+  hubId: '',
+  presetId: '',
+  layer: undefined,
+  strength: 0,
+  prompt: '',
+  systemPrompt: 'You are a helpful assistant.',
+  temperature: 0.7,
+  topP: 0.95,
+  seed: 1,
+  maxNewTokens: 48,
+  steerPrompt: true,
+  sweep: false,
+};
+
+export const SETTINGS_KEY = 'tiller.settings';
+
+interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
+  model: (v) => typeof v === 'string',
+  backend: (v) => v === 'auto' || v === 'webgpu' || v === 'wasm',
+  hubBaseUrl: (v) => typeof v === 'string',
+  hubId: (v) => typeof v === 'string',
+  presetId: (v) => typeof v === 'string',
+  layer: (v) => v === undefined || v === null || (Number.isInteger(v) && (v as number) >= 0),
+  strength: (v) => typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= 10,
+  prompt: (v) => typeof v === 'string',
+  systemPrompt: (v) => typeof v === 'string',
+  temperature: (v) => typeof v === 'number' && v >= 0 && v <= 5,
+  topP: (v) => typeof v === 'number' && v > 0 && v <= 1,
+  seed: (v) => Number.isInteger(v),
+  maxNewTokens: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4096,
+  steerPrompt: (v) => typeof v === 'boolean',
+  sweep: (v) => typeof v === 'boolean',
+};
+
+export class SettingsError extends Error {}
+
+/** Validates stored settings; unknown fields are ignored, missing ones take defaults, a wrong one throws. */
+export function parseSettings(text: string): Settings {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    throw new SettingsError(`saved settings are not JSON (${(error as Error).message})`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new SettingsError('saved settings are not an object');
+  const record = data as Record<string, unknown>;
+  const settings = { ...DEFAULT_SETTINGS } as Record<string, unknown>;
+  for (const [key, check] of Object.entries(FIELD_CHECKS)) {
+    if (!(key in record)) continue;
+    if (!check(record[key])) throw new SettingsError(`saved setting "${key}" has an unusable value ${JSON.stringify(record[key])}`);
+    settings[key] = record[key] ?? undefined;
+  }
+  return settings as unknown as Settings;
+}
+
+export interface LoadedSettings {
+  settings: Settings;
+  /** Set when stored settings were unusable: what was wrong and where they were kept. */
+  problem?: string;
+}
+
+export function loadSettings(storage: StorageLike, now = Date.now()): LoadedSettings {
+  const text = storage.getItem(SETTINGS_KEY);
+  if (text === null) return { settings: { ...DEFAULT_SETTINGS } };
+  try {
+    return { settings: parseSettings(text) };
+  } catch (error) {
+    const aside = `${SETTINGS_KEY}.corrupt-${now}`;
+    try {
+      storage.setItem(aside, text);
+    } catch {
+      // The original stays where it was; it is overwritten only by the next save.
+    }
+    return { settings: { ...DEFAULT_SETTINGS }, problem: `${(error as Error).message}. They were kept under "${aside}" and defaults are used.` };
+  }
+}
+
+export function saveSettings(storage: StorageLike, settings: Settings): string | undefined {
+  try {
+    storage.setItem(SETTINGS_KEY, JSON.stringify(settings));
+    return undefined;
+  } catch (error) {
+    return `settings could not be saved: ${(error as Error).message}`;
+  }
+}
+
+/** The part of the settings a shareable link carries. */
+export type SharedSettings = Partial<Pick<Settings, 'model' | 'presetId' | 'layer' | 'strength' | 'prompt'>>;
+
+export function shareHash(settings: Settings): string {
+  const params = new URLSearchParams();
+  if (settings.model) params.set('model', settings.model);
+  if (settings.presetId) params.set('preset', settings.presetId);
+  if (settings.layer !== undefined) params.set('layer', String(settings.layer));
+  params.set('strength', String(settings.strength));
+  if (settings.prompt) params.set('prompt', settings.prompt);
+  return `#${params.toString()}`;
+}
+
+/** Reads a shared configuration from a URL hash; fields that do not parse are left out. */
+export function parseShareHash(hash: string): SharedSettings | undefined {
+  const params = new URLSearchParams(hash.replace(/^#/, ''));
+  const shared: SharedSettings = {};
+  const model = params.get('model');
+  if (model && /^(local|hub):./.test(model)) shared.model = model;
+  const preset = params.get('preset');
+  if (preset) shared.presetId = preset;
+  const layer = Number(params.get('layer') ?? NaN);
+  if (Number.isInteger(layer) && layer >= 0 && params.has('layer')) shared.layer = layer;
+  const strength = Number(params.get('strength') ?? NaN);
+  if (params.has('strength') && Number.isFinite(strength) && Math.abs(strength) <= 10) shared.strength = strength;
+  const prompt = params.get('prompt');
+  if (prompt !== null) shared.prompt = prompt;
+  return Object.keys(shared).length > 0 ? shared : undefined;
+}

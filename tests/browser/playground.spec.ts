@@ -1,0 +1,242 @@
+import { type Download, type Page, expect, test } from '@playwright/test';
+import { sharedModel, sharedModelsDir } from '../support/paths.ts';
+import { startHubServer } from '../support/hub-server.ts';
+
+// `TILLER_SCREENSHOTS=1 npx playwright test` refreshes the pictures in docs/; ordinary runs leave them alone.
+const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
+
+// The playground as a visitor uses it: load → preset → compute → drag the strength → steered text changes
+// while the baseline (same seed) stays identical; reload and a shared link bring the configuration back.
+
+const prompt = (page: Page) => page.getByRole('textbox', { name: 'Prompt', exact: true });
+const generations = (page: Page) => page.getByTestId('generations');
+
+async function finishedRuns(page: Page): Promise<number> {
+  return Number(await generations(page).getAttribute('data-finished'));
+}
+
+/** Waits until a run newer than `after` has finished, and returns the columns' texts. */
+async function nextRun(page: Page, after: number, timeout = 120_000) {
+  await expect.poll(() => finishedRuns(page), { timeout }).toBeGreaterThan(after);
+  await expect(generations(page)).toHaveAttribute('data-state', 'idle');
+  const steered = page.getByTestId('output-steered');
+  return {
+    baseline: await page.getByTestId('output-baseline').textContent(),
+    steered: (await steered.count()) > 0 ? await steered.textContent() : undefined,
+  };
+}
+
+async function loadStories(page: Page, backend: 'wasm' | 'webgpu') {
+  await expect(page.getByRole('option', { name: 'stories260K-hf' })).toBeAttached({ timeout: 20_000 });
+  await page.getByRole('combobox', { name: 'Model' }).selectOption('stories260K-hf');
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption(backend);
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect(page.getByTestId('model-info')).toContainText(`stories260K-hf: 5 layers`, { timeout: 60_000 });
+  await expect(page.getByTestId('model-info')).toContainText(backend);
+}
+
+for (const backend of ['wasm', 'webgpu'] as const) {
+  test(`load, compute a direction, drag the strength: steered text changes, baseline stays (${backend})`, async ({ page, browser }) => {
+    const errors: string[] = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.goto('/');
+    if (backend === 'wasm' && SCREENSHOTS) await page.screenshot({ path: 'docs/playground-first-visit.png' });
+    await loadStories(page, backend);
+
+    // A base model gets the story preset by default; choose it anyway, as a visitor would.
+    await page.getByRole('combobox', { name: 'Persona preset' }).selectOption('happy-sad-stories');
+    await expect(prompt(page)).not.toHaveValue('');
+    await page.getByRole('button', { name: 'Compute direction' }).click();
+    const strength = page.getByRole('slider', { name: 'Strength' });
+    await expect(strength).toBeEnabled({ timeout: 120_000 });
+    const layer = page.getByRole('combobox', { name: 'Layer' });
+    await expect(layer.locator('option:checked')).toContainText('(recommended)');
+
+    await page.getByLabel('Max new tokens').fill(backend === 'webgpu' ? '12' : '32');
+    await page.getByLabel('Seed').fill('7');
+    const before = await finishedRuns(page);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    const first = await nextRun(page, before);
+    expect(first.baseline?.length).toBeGreaterThan(0);
+    expect(first.steered).toBe(first.baseline); // strength 0: only steering differs, and there is none
+
+    // Dragging the slider restarts the generation by itself (debounced).
+    const runs = await finishedRuns(page);
+    await strength.fill('0.8');
+    await expect(page.getByTestId('strength-value')).toContainText('+0.80 relative');
+    await expect(page.getByTestId('strength-value')).toContainText('absolute');
+    const steered = await nextRun(page, runs);
+    expect(steered.baseline).toBe(first.baseline);
+    expect(steered.steered).not.toBe(first.steered);
+    await expect(page.getByTestId('column-steered')).toContainText('+0.8');
+
+    // Keyboard: the slider moves with the arrow keys and the text follows the newest setting only.
+    const runs2 = await finishedRuns(page);
+    await strength.focus();
+    await page.keyboard.press('ArrowLeft');
+    await page.keyboard.press('ArrowLeft');
+    await expect(strength).toHaveValue('0.78');
+    await nextRun(page, runs2);
+    await expect(page.getByTestId('column-steered')).toContainText('+0.78');
+
+    if (backend === 'wasm') {
+      // Screenshots for the README at a moderate strength, then back to where the test was.
+      const runs3 = await finishedRuns(page);
+      await strength.fill('0.3');
+      await nextRun(page, runs3);
+      await page.evaluate(() => window.scrollTo(0, 0));
+      if (SCREENSHOTS) await page.screenshot({ path: 'docs/playground.png' });
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.evaluate(() => window.scrollTo(0, 0));
+      // One column and no sideways scrolling (the chart follows its container's width after a resize).
+      await expect.poll(() => page.evaluate(() => document.documentElement.scrollWidth), { timeout: 5_000 }).toBeLessThanOrEqual(390);
+      if (SCREENSHOTS) await page.screenshot({ path: 'docs/playground-phone.png' });
+      await page.getByTestId('generations').scrollIntoViewIfNeeded();
+      if (SCREENSHOTS) await page.screenshot({ path: 'docs/playground-phone-columns.png' });
+      await page.setViewportSize({ width: 1280, height: 800 });
+      const runs4 = await finishedRuns(page);
+      await strength.fill('0.78');
+      await nextRun(page, runs4);
+    }
+
+    const layerValue = await layer.inputValue();
+    const promptValue = await prompt(page).inputValue();
+    const link = await page.getByTestId('share-link').inputValue();
+    expect(link).toContain('strength=0.78');
+
+    // Reload: settings come back, and the computed direction with them once the model is loaded again.
+    await page.reload();
+    await expect(page.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K-hf', { timeout: 20_000 });
+    await expect(page.getByRole('combobox', { name: 'Backend' })).toHaveValue(backend);
+    await expect(strength).toHaveValue('0.78');
+    await expect(prompt(page)).toHaveValue(promptValue);
+    await expect(page.getByLabel('Seed')).toHaveValue('7');
+    await page.getByRole('button', { name: 'Load model' }).click();
+    await expect(page.getByTestId('model-info')).toContainText('stories260K-hf', { timeout: 60_000 });
+    await expect(page.getByRole('combobox', { name: 'Persona preset' })).toHaveValue('happy-sad-stories');
+    await expect(strength).toBeEnabled();
+    await expect(layer).toHaveValue(layerValue);
+
+    // A shared link opens the same configuration in a browser that has never seen it.
+    const other = await browser.newContext();
+    const visitor = await other.newPage();
+    await visitor.goto(link);
+    await expect(visitor.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K-hf', { timeout: 20_000 });
+    await expect(visitor.getByRole('slider', { name: 'Strength' })).toHaveValue('0.78');
+    await expect(prompt(visitor)).toHaveValue(promptValue);
+    await expect(visitor.getByTestId('notice')).toContainText('shared configuration');
+    await visitor.getByRole('combobox', { name: 'Backend' }).selectOption(backend);
+    await visitor.getByRole('button', { name: 'Load model' }).click();
+    await expect(visitor.getByTestId('model-info')).toContainText('stories260K-hf', { timeout: 60_000 });
+    await expect(visitor.getByRole('combobox', { name: 'Persona preset' })).toHaveValue('happy-sad-stories');
+    await visitor.getByRole('button', { name: 'Compute direction' }).click();
+    await expect(visitor.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
+    await expect(visitor.getByRole('combobox', { name: 'Layer' })).toHaveValue(layerValue);
+    await other.close();
+    expect(errors).toEqual([]);
+  });
+}
+
+test('corrupt saved settings are set aside and reported, not silently dropped', async ({ page }) => {
+  await page.goto('/');
+  // Once the page has settled (it saves the default model it picks), break what it saved.
+  await expect(page.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K-hf', { timeout: 20_000 });
+  await page.evaluate(() => localStorage.setItem('tiller.settings', '{"strength": "lots"'));
+  await page.reload();
+  await expect(page.getByTestId('settings-problem')).toContainText('not JSON');
+  const kept = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tiller.settings.corrupt-')));
+  expect(kept).toHaveLength(1);
+  expect(await page.evaluate((key) => localStorage.getItem(key), kept[0])).toBe('{"strength": "lots"');
+});
+
+test('a Hub model downloads with progress, then loads from the browser cache without model requests', async ({ page }) => {
+  const repo = 'tiller-test/stories260K-hf';
+  const server = await startHubServer({ root: sharedModelsDir, repos: { [repo]: sharedModel('stories260K-hf') } });
+  try {
+    // Slow the graph down so that the progress bar is seen mid-download.
+    server.setFault('onnx/model.onnx', { kind: 'delay', ms: 1500, afterBytes: 200_000 });
+    await page.goto('/');
+    await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
+    await page.getByText('Other Hub models').click();
+    await page.getByLabel('Hub base URL').fill(server.baseUrl);
+    await page.getByLabel('Hub id').fill(repo);
+    await expect(page.getByRole('combobox', { name: 'Model' })).toHaveValue(`hub:${repo}`);
+    await page.getByRole('button', { name: 'Load model' }).click();
+    await expect(page.getByTestId('download-bytes')).toContainText(/left|estimating/, { timeout: 20_000 });
+    await expect(page.getByRole('progressbar', { name: 'Download progress' })).toBeVisible();
+    await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 60_000 });
+    const modelRequests = () => server.requests.filter((r) => r.includes('/onnx/')).length;
+    expect(modelRequests()).toBeGreaterThan(0);
+    server.setFault('onnx/model.onnx', undefined);
+    // The browser stores downloads in the background; wait until the graph is in Cache Storage.
+    await expect.poll(() => page.evaluate(async () => (await (await caches.open('tiller-models')).keys()).some((r) => r.url.endsWith('/onnx/model.onnx'))), { timeout: 20_000 }).toBe(true);
+    await expect(page.getByTestId('cache')).toContainText('Browser cache');
+
+    const requestsBefore = modelRequests();
+    const allBefore = server.requests.length;
+    await page.getByRole('button', { name: 'Load model' }).click();
+    await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 60_000 });
+    expect(modelRequests()).toBe(requestsBefore);
+    expect(server.requests.slice(allBefore).filter((r) => /\.(onnx|onnx_data|json)$/.test(r) && !/generation_config|tokenizer_config|chat_template/.test(r))).toEqual([]);
+
+    await page.getByLabel('Max new tokens').fill('8');
+    const before = await finishedRuns(page);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    const { baseline } = await nextRun(page, before);
+    expect(baseline?.length).toBeGreaterThan(0);
+  } finally {
+    await server.close();
+  }
+});
+
+test('vectors export as JSON and GGUF and import back; a wrong file is refused with the problem named', async ({ page }) => {
+  await page.goto('/');
+  await loadStories(page, 'wasm');
+  await page.getByRole('button', { name: 'Compute direction' }).click();
+  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
+
+  // A sweep adds −s and s/2 as extra columns of the same batch.
+  await page.getByLabel('Sweep').check();
+  await page.getByRole('slider', { name: 'Strength' }).fill('0.5');
+  await page.getByLabel('Max new tokens').fill('8');
+  const before = await finishedRuns(page);
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await nextRun(page, before);
+  await expect(page.getByTestId('column-sweep-1')).toContainText('Sweep -0.5');
+  await expect(page.getByTestId('column-sweep-2')).toContainText('Sweep +0.25');
+  await expect(page.getByTestId('output-sweep-1')).not.toBeEmpty();
+
+  const [json] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export JSON' }).click()]);
+  expect(json.suggestedFilename()).toBe('stories260K-hf-happy-sad-stories.json');
+  const jsonText = (await readDownload(json)).toString('utf8');
+  expect(JSON.parse(jsonText)).toMatchObject({ format: 'tiller.vector', model: { id: 'stories260K-hf' }, preset: 'happy-sad-stories' });
+
+  const [gguf] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export GGUF' }).click()]);
+  await expect(page.getByTestId('vector-message')).toContainText('Layer 0 was left out');
+  const ggufBytes = await readDownload(gguf);
+  expect(ggufBytes.subarray(0, 4).toString()).toBe('GGUF');
+
+  const importer = page.getByLabel('Import vector…');
+  await importer.setInputFiles({ name: 'happy.gguf', mimeType: 'application/octet-stream', buffer: ggufBytes });
+  await expect(page.getByTestId('vector-message')).toContainText('Imported happy.gguf: 4 layers');
+  await expect(page.getByTestId('strength-value')).toContainText('without a residual scale');
+
+  await importer.setInputFiles({ name: 'happy.json', mimeType: 'application/json', buffer: Buffer.from(jsonText) });
+  await expect(page.getByTestId('vector-message')).toContainText('Imported happy.json: 5 layers');
+
+  const other = JSON.parse(jsonText);
+  other.hiddenSize = 8;
+  other.directions = [{ layer: 1, vector: [1, 2, 3, 4, 5, 6, 7, 8] }];
+  delete other.recommendedLayer;
+  await importer.setInputFiles({ name: 'other.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(other)) });
+  await expect(page.getByTestId('vector-error')).toContainText('Could not import other.json: this vector was made for stories260K-hf (hidden size 8)');
+  await importer.setInputFiles({ name: 'notes.json', mimeType: 'application/json', buffer: Buffer.from('hello') });
+  await expect(page.getByTestId('vector-error')).toContainText('notes.json is not JSON');
+});
+
+async function readDownload(download: Download): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of await download.createReadStream()) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_SETTINGS, SETTINGS_KEY, loadSettings, parseShareHash, saveSettings, shareHash } from '../../src/lib/settings.ts';
+
+const memory = (entries: Record<string, string> = {}) => {
+  const data = new Map(Object.entries(entries));
+  return { data, getItem: (k: string) => data.get(k) ?? null, setItem: (k: string, v: string) => void data.set(k, v) };
+};
+
+describe('playground settings', () => {
+  it('round-trips through storage and fills missing fields with defaults', () => {
+    const storage = memory();
+    saveSettings(storage, { ...DEFAULT_SETTINGS, strength: -0.4, prompt: 'Lily', layer: 3 });
+    expect(loadSettings(storage).settings).toEqual({ ...DEFAULT_SETTINGS, strength: -0.4, prompt: 'Lily', layer: 3 });
+    expect(loadSettings(memory({ [SETTINGS_KEY]: '{"seed": 5}' })).settings).toEqual({ ...DEFAULT_SETTINGS, seed: 5 });
+  });
+
+  it('sets corrupt settings aside under another key and says what was wrong', () => {
+    for (const text of ['{"strength":', '{"strength": "lots"}', '[1]']) {
+      const storage = memory({ [SETTINGS_KEY]: text });
+      const loaded = loadSettings(storage, 1234);
+      expect(loaded.settings).toEqual(DEFAULT_SETTINGS);
+      expect(loaded.problem).toContain(`${SETTINGS_KEY}.corrupt-1234`);
+      expect(storage.data.get(`${SETTINGS_KEY}.corrupt-1234`)).toBe(text);
+    }
+    expect(loadSettings(memory({ [SETTINGS_KEY]: '{"strength": "lots"}' })).problem).toContain('"strength"');
+  });
+
+  it('a share link carries model, preset, layer, strength and prompt', () => {
+    const settings = { ...DEFAULT_SETTINGS, model: 'local:stories260K-hf', presetId: 'happy-sad-stories', layer: 2, strength: 0.35, prompt: 'Once upon a time & more #1' };
+    expect(parseShareHash(shareHash(settings))).toEqual({ model: 'local:stories260K-hf', presetId: 'happy-sad-stories', layer: 2, strength: 0.35, prompt: 'Once upon a time & more #1' });
+    expect(parseShareHash('#strength=nope&layer=-1&model=elsewhere')).toBeUndefined();
+    expect(parseShareHash('')).toBeUndefined();
+  });
+});
