@@ -1,11 +1,11 @@
 /**
  * HTTP for the app and its models, shared by Vite's dev/preview servers and `tiller serve`:
- * `/models/index.json` lists the model folders (those with a config.json) and their onnx/ files, so the
- * engine can pick a variant; `/models/<name>/<path>` serves their files; everything else is the built app.
+ * `/models/index.json` lists the model folders (those with a config.json), their onnx/ files (so the
+ * engine can pick a variant) and whether they are chat models; `/models/<name>/<path>` serves their files; everything else is the built app.
  * Every answer carries cross-origin isolation headers, which multi-threaded WASM needs.
  */
 import { createReadStream } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import path from 'node:path';
 
@@ -50,7 +50,10 @@ export function modelsHandler(modelsDir: string) {
       for (const name of names.sort()) {
         if (!(await stat(path.join(root, name, 'config.json')).catch(() => undefined))) continue;
         const onnx = await readdir(path.join(root, name, 'onnx')).catch(() => [] as string[]);
-        models.push({ name, onnx: onnx.sort() });
+        // Whether it is a chat model, so the page can pre-select a fitting preset before loading it.
+        const tokenizerConfig = await readFile(path.join(root, name, 'tokenizer_config.json'), 'utf8').catch(() => '');
+        const chat = tokenizerConfig.includes('"chat_template"') || Boolean(await stat(path.join(root, name, 'chat_template.jinja')).catch(() => undefined));
+        models.push({ name, onnx: onnx.sort(), chat });
       }
       res.setHeader('Content-Type', 'application/json');
       res.end(JSON.stringify({ models }));

@@ -41,6 +41,8 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     page.on('pageerror', (error) => errors.push(error.message));
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.goto('/');
+    // A first visit already fits the story model that is pre-selected: a base-model preset and its prompt.
+    await expect(page.getByRole('combobox', { name: 'Persona preset' })).toHaveValue('happy-sad-stories', { timeout: 20_000 });
     if (backend === 'wasm' && SCREENSHOTS) await page.screenshot({ path: 'docs/playground-first-visit.png' });
     await loadStories(page, backend);
 

@@ -30,7 +30,8 @@ describe('the app server behind tiller serve', () => {
 
   it('lists the model folders with their onnx files and serves them byte for byte', async () => {
     const listing = await (await fetch(`${base}/models/index.json`)).json();
-    expect(listing.models).toContainEqual({ name: 'stories260K-hf', onnx: ['model.onnx'] });
+    expect(listing.models).toContainEqual({ name: 'stories260K-hf', onnx: ['model.onnx'], chat: false });
+    expect(listing.models).toContainEqual(expect.objectContaining({ name: 'tiny-random-llama-builder-fp16', chat: true }));
     const onnx = await fetch(`${base}/models/stories260K-hf/onnx/model.onnx`);
     expect(Number(onnx.headers.get('content-length'))).toBe(1302365);
     expect((await onnx.arrayBuffer()).byteLength).toBe(1302365);
