@@ -4,6 +4,8 @@ import { ISOLATION_HEADERS } from './cli/serve-files.ts';
 import { localModelsPlugin } from './scripts/local-models.ts';
 
 export default defineConfig({
+  // Relative asset paths: the built folder runs from any static host and sub-folder.
+  base: './',
   plugins: [svelte(), localModelsPlugin(process.env.TILLER_MODELS_DIR ?? 'models')],
   worker: { format: 'es' },
   // Multi-threaded WASM needs SharedArrayBuffer, which needs cross-origin isolation.
