@@ -126,13 +126,14 @@ export function saveSettings(storage: StorageLike, settings: Settings): string |
 /** The part of the settings a shareable link carries. */
 export type SharedSettings = Partial<Pick<Settings, 'model' | 'presetId' | 'layer' | 'strength' | 'prompt'>>;
 
-export function shareHash(settings: Settings): string {
+export function shareHash(settings: Settings, options: { present?: boolean } = {}): string {
   const params = new URLSearchParams();
   if (settings.model) params.set('model', settings.model);
   if (settings.presetId) params.set('preset', settings.presetId);
   if (settings.layer !== undefined) params.set('layer', String(settings.layer));
   params.set('strength', String(settings.strength));
   if (settings.prompt) params.set('prompt', settings.prompt);
+  if (options.present) params.set('present', '1');
   return `#${params.toString()}`;
 }
 
@@ -151,4 +152,9 @@ export function parseShareHash(hash: string): SharedSettings | undefined {
   const prompt = params.get('prompt');
   if (prompt !== null) shared.prompt = prompt;
   return Object.keys(shared).length > 0 ? shared : undefined;
+}
+
+/** Whether a URL hash asks to open in presenter mode (`present=1`), a flag a shared link may carry. */
+export function parsePresentFlag(hash: string): boolean {
+  return new URLSearchParams(hash.replace(/^#/, '')).get('present') === '1';
 }

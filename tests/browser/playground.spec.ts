@@ -140,6 +140,128 @@ for (const backend of ['wasm', 'webgpu'] as const) {
   });
 }
 
+test('presenter mode shows only the strength and the two columns, in large type; Escape leaves it', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto('/');
+  await loadStories(page, 'wasm');
+  await page.getByRole('combobox', { name: 'Persona preset' }).selectOption('happy-sad-stories');
+  await page.getByRole('button', { name: 'Compute direction' }).click();
+  const strength = page.getByRole('slider', { name: 'Strength' });
+  await expect(strength).toBeEnabled({ timeout: 120_000 });
+  await page.getByLabel('Max new tokens').fill('24');
+  await strength.fill('0.3');
+  const before = await finishedRuns(page);
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await nextRun(page, before);
+
+  const toggle = page.getByRole('button', { name: 'Presenter mode' });
+  const modelPanel = page.getByRole('heading', { name: 'Model', exact: true });
+  await expect(toggle).toHaveAttribute('aria-pressed', 'false');
+  await toggle.click();
+  await expect(toggle).toHaveAttribute('aria-pressed', 'true');
+  await expect(modelPanel).toBeHidden();
+  await expect(page.getByRole('heading', { name: 'Persona' })).toBeHidden();
+  await expect(page.getByRole('textbox', { name: 'Prompt', exact: true })).toBeHidden();
+  await expect(page.getByTestId('share-link')).toBeHidden();
+  await expect(strength).toBeVisible();
+  await expect(page.getByTestId('strength-value')).toBeVisible();
+  await expect(page.getByTestId('strength-value')).toContainText('+0.30 relative');
+  for (const key of ['baseline', 'steered']) {
+    await expect(page.getByTestId(`column-${key}`)).toBeVisible();
+    const size = await page.getByTestId(`output-${key}`).evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
+    expect(size).toBeGreaterThanOrEqual(24);
+  }
+  // The slider still steers live while presenting.
+  const runs = await finishedRuns(page);
+  await strength.fill('0.5');
+  await nextRun(page, runs);
+  await expect(page.getByTestId('column-steered')).toContainText('+0.5');
+  if (SCREENSHOTS) await page.screenshot({ path: 'docs/presenter-mode.png' });
+
+  await page.keyboard.press('Escape');
+  await expect(toggle).toHaveAttribute('aria-pressed', 'false');
+  await expect(modelPanel).toBeVisible();
+  await expect(page.getByTestId('share-link')).toBeVisible();
+  const size = await page.getByTestId('output-steered').evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
+  expect(size).toBeLessThan(24);
+
+  // The same button leaves it too, and a link with present=1 opens in it.
+  await toggle.click();
+  await expect(modelPanel).toBeHidden();
+  await toggle.click();
+  await expect(modelPanel).toBeVisible();
+  await page.getByLabel('opens in presenter mode').check();
+  const link = await page.getByTestId('share-link').inputValue();
+  expect(link).toContain('present=1');
+  // A fresh tab (a hash-only change would not reload this one) opens the link in presenter mode.
+  const visitor = await page.context().newPage();
+  visitor.on('pageerror', (error) => errors.push(error.message));
+  await visitor.goto(link);
+  await expect(visitor.getByRole('button', { name: 'Presenter mode' })).toHaveAttribute('aria-pressed', 'true', { timeout: 20_000 });
+  await expect(visitor.getByRole('heading', { name: 'Model', exact: true })).toBeHidden();
+  await expect(visitor.getByRole('slider', { name: 'Strength' })).toHaveValue('0.5');
+  expect(new URL(visitor.url()).hash).toBe('');
+  await visitor.keyboard.press('Escape');
+  await expect(visitor.getByRole('heading', { name: 'Model', exact: true })).toBeVisible();
+  await visitor.close();
+  expect(errors).toEqual([]);
+});
+
+test('the guided lesson walks from a direction to steering and monitoring on the story model, and can be skipped', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto('/');
+  const lesson = page.getByTestId('lesson');
+  const heading = page.locator('#lesson-heading');
+  const next = page.getByRole('button', { name: 'Next step' });
+  await expect(lesson).toHaveCount(0);
+  await page.getByRole('button', { name: 'Guided lesson' }).click();
+  await expect(heading).toContainText('step 1 of 6: A direction in activation space');
+  await next.click();
+  await expect(heading).toContainText('step 2 of 6: Load a model');
+  await expect(page.getByTestId('lesson-done')).toHaveCount(0);
+  await loadStories(page, 'wasm');
+  await expect(page.getByTestId('lesson-done')).toBeVisible();
+  await next.click();
+  await expect(heading).toContainText('Find the persona direction');
+  // The misaligned persona needs a chat model: on the base story model the step says so and uses a story preset.
+  await expect(page.getByTestId('lesson-task')).toContainText('needs a chat model');
+  await expect(page.getByRole('combobox', { name: 'Persona preset' })).toHaveValue('kind-mean-stories');
+  await page.getByRole('button', { name: 'Compute direction' }).click();
+  const strength = page.getByRole('slider', { name: 'Strength' });
+  await expect(strength).toBeEnabled({ timeout: 120_000 });
+  await expect(page.getByTestId('lesson-done')).toBeVisible();
+  await next.click();
+  await expect(heading).toContainText('Add it');
+  await expect(strength).toHaveValue('0.3');
+  await page.getByLabel('Max new tokens').fill('16');
+  const before = await finishedRuns(page);
+  await page.getByRole('button', { name: 'Generate', exact: true }).click();
+  const added = await nextRun(page, before);
+  expect(added.steered).not.toBe(added.baseline);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  if (SCREENSHOTS) await page.screenshot({ path: 'docs/lesson.png' });
+  const runs = await finishedRuns(page);
+  await next.click();
+  await expect(heading).toContainText('Subtract it');
+  await expect(strength).toHaveValue('-0.3');
+  await nextRun(page, runs); // live since the first Generate: the new strength restarts the columns
+  await expect(page.getByTestId('column-steered')).toContainText('-0.3');
+  await next.click();
+  await expect(heading).toContainText('step 6 of 6: Monitor it');
+  await expect(strength).toHaveValue('0');
+  await page.getByRole('button', { name: 'Back' }).click();
+  await expect(heading).toContainText('Subtract it');
+  await page.getByRole('button', { name: 'Skip lesson' }).click();
+  await expect(lesson).toHaveCount(0);
+  await page.getByRole('button', { name: 'Guided lesson' }).click();
+  await expect(heading).toContainText('step 1 of 6');
+  expect(errors).toEqual([]);
+});
+
 test('corrupt saved settings are set aside and reported, not silently dropped', async ({ page }) => {
   await page.goto('/');
   // Once the page has settled (it saves the default model it picks), break what it saved.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SETTINGS, SETTINGS_KEY, loadSettings, parseShareHash, saveSettings, shareHash } from '../../src/lib/settings.ts';
+import { DEFAULT_SETTINGS, SETTINGS_KEY, loadSettings, parsePresentFlag, parseShareHash, saveSettings, shareHash } from '../../src/lib/settings.ts';
 
 const memory = (entries: Record<string, string> = {}) => {
   const data = new Map(Object.entries(entries));
@@ -30,5 +30,14 @@ describe('playground settings', () => {
     expect(parseShareHash(shareHash(settings))).toEqual({ model: 'local:stories260K-hf', presetId: 'happy-sad-stories', layer: 2, strength: 0.35, prompt: 'Once upon a time & more #1' });
     expect(parseShareHash('#strength=nope&layer=-1&model=elsewhere')).toBeUndefined();
     expect(parseShareHash('')).toBeUndefined();
+  });
+
+  it('a share link can ask to open in presenter mode', () => {
+    const settings = { ...DEFAULT_SETTINGS, model: 'local:stories260K-hf', strength: 0.3 };
+    expect(parsePresentFlag(shareHash(settings))).toBe(false);
+    expect(parsePresentFlag(shareHash(settings, { present: true }))).toBe(true);
+    expect(parseShareHash(shareHash(settings, { present: true }))).toEqual({ model: 'local:stories260K-hf', strength: 0.3 });
+    expect(parsePresentFlag('#present=1')).toBe(true);
+    expect(parsePresentFlag('#present=0')).toBe(false);
   });
 });
