@@ -26,6 +26,9 @@ export interface Settings {
   sweep: boolean;
 }
 
+/** What the steering panel sets and every generation reads. */
+export type SteeringSettings = Pick<Settings, 'layer' | 'strength' | 'steerPrompt' | 'sweep' | 'temperature' | 'topP' | 'seed' | 'maxNewTokens'>;
+
 export const DEFAULT_HUB = 'https://huggingface.co';
 
 export const DEFAULT_SETTINGS: Settings = {
