@@ -13,14 +13,14 @@ import { startAppServer } from './serve-files.ts';
 import { type ContrastiveSet, extractDirections } from '../src/engine/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/gguf.ts';
-import { loadModel, textConfigOf } from '../src/engine/load.ts';
+import { loadModel, readModelGraph } from '../src/engine/load.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
 import { parseModel, typeName } from '../src/engine/onnx/model.ts';
 import type { Backend } from '../src/engine/runtime.ts';
 import { HubSource } from '../src/engine/sources/hub.ts';
 import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import type { ModelSource } from '../src/engine/sources/source.ts';
-import { type Dtype, onnxFileForDtype, parseDtype, pickDtype } from '../src/engine/sources/variants.ts';
+import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/next-token.ts';
 import { contrastiveSetOf, presetById } from '../src/engine/presets.ts';
 import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
@@ -164,17 +164,7 @@ async function openGraph(target: string, dtype: Dtype | undefined, flags: Flags)
     return { id: target, file: path.basename(target), bytes, readExternal, config: {} as ModelConfig };
   }
   const source = await sourceFor(target, flags);
-  const configBytes = await source.readOptionalFile('config.json');
-  let config: ModelConfig = {};
-  try {
-    if (configBytes) config = textConfigOf(JSON.parse(new TextDecoder().decode(configBytes)));
-  } catch (error) {
-    throw new Error(`config.json of ${source.id} is not valid JSON (${(error as Error).message}): download it again`);
-  }
-  const file = onnxFileForDtype(dtype ?? pickDtype(await source.listOnnxFiles(), config));
-  const bytes = await source.readFile(file, progressPrinter());
-  const folder = file.slice(0, file.lastIndexOf('/') + 1);
-  return { id: source.id, file, bytes, readExternal: (location: string) => source.readFile(folder + location, progressPrinter()), config };
+  return { id: source.id, ...(await readModelGraph(source, { dtype, onProgress: progressPrinter() })) };
 }
 
 function progressPrinter() {

@@ -75,7 +75,20 @@ export function textConfigOf(config: Record<string, unknown>): ModelConfig {
   return typeof text === 'object' && text !== null ? { ...config, ...(text as ModelConfig) } : config;
 }
 
-export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<SteerableModel> {
+/** The ONNX graph a model folder or Hub repository offers, with its config and a reader for its data files. */
+export interface ModelGraphFiles {
+  config: ModelConfig;
+  /** Path of the chosen graph, e.g. onnx/model_q4.onnx. */
+  file: string;
+  bytes: Uint8Array;
+  /** Reads an external data file the graph names (a location beside the graph). */
+  readExternal: (location: string) => Promise<Uint8Array>;
+}
+
+export async function readModelGraph(
+  source: ModelSource,
+  options: { dtype?: Dtype; preferred?: readonly Dtype[]; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
+): Promise<ModelGraphFiles> {
   const { onProgress, signal } = options;
   const configBytes = await source.readOptionalFile('config.json', onProgress, signal);
   if (!configBytes) {
@@ -84,9 +97,44 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
         'Download the whole model repository, not only the .onnx file.');
   }
   const config = textConfigOf(decodeJson(configBytes, 'config.json', source.id));
-  const readJson = async (file: string) => {
-    const bytes = await source.readOptionalFile(file, onProgress, signal);
-    return bytes ? decodeJson(bytes, file, source.id) : undefined;
+  const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, options.preferred);
+  const file = onnxFileForDtype(dtype);
+  const bytes = await source.readFile(file, onProgress, signal).catch((error: unknown) => {
+    if (error instanceof ModelFileError && error.kind === 'missing' && !options.dtype) {
+      throw new ModelFileError('missing', file, `${error.message}. Tiller chose the ${dtype} variant; ` +
+        `this model may publish others (${DTYPES.filter((d) => d !== dtype).join(', ')}): choose one as the dtype`);
+    }
+    throw error;
+  });
+  const folder = file.slice(0, file.lastIndexOf('/') + 1);
+  const readExternal = async (location: string) => {
+    try {
+      return await source.readFile(folder + location, onProgress, signal);
+    } catch (error) {
+      if (error instanceof ModelFileError && error.kind === 'missing') {
+        throw new ModelFileError('missing', folder + location,
+          `${folder + location} is missing from ${source.id}: ${file} keeps its weights there, so download it too.`);
+      }
+      throw error;
+    }
+  };
+  return { config, file, bytes, readExternal };
+}
+
+export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<SteerableModel> {
+  const { onProgress, signal } = options;
+  const backend = await resolveBackend(options.backend);
+  const shaderF16 = backend === 'webgpu' && (await detectBackends()).shaderF16;
+  if (backend === 'webgpu' && options.dtype && needsShaderF16(options.dtype) && !shaderF16) {
+    throw new Error(`the ${options.dtype} variant needs WebGPU's shader-f16 feature, which this GPU lacks (fp16 graphs would silently return zeros): ` +
+      'load q4 or fp32 instead, or use the WASM backend');
+  }
+  const { config, file, bytes, readExternal } = await readModelGraph(source, {
+    dtype: options.dtype, preferred: dtypePreference(backend, shaderF16), onProgress, signal,
+  });
+  const readJson = async (name: string) => {
+    const json = await source.readOptionalFile(name, onProgress, signal);
+    return json ? decodeJson(json, name, source.id) : undefined;
   };
   const generationConfig = ((await readJson('generation_config.json')) ?? {}) as ModelConfig;
   const tokenizerJson = await readJson('tokenizer.json');
@@ -100,38 +148,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
       })
     : undefined;
 
-  const backend = await resolveBackend(options.backend);
-  const shaderF16 = backend === 'webgpu' && (await detectBackends()).shaderF16;
-  if (backend === 'webgpu' && options.dtype && needsShaderF16(options.dtype) && !shaderF16) {
-    throw new Error(`the ${options.dtype} variant needs WebGPU's shader-f16 feature, which this GPU lacks (fp16 graphs would silently return zeros): ` +
-      'load q4 or fp32 instead, or use the WASM backend');
-  }
-  const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, dtypePreference(backend, shaderF16));
-  const file = onnxFileForDtype(dtype);
-  const bytes = await source.readFile(file, onProgress, signal).catch((error: unknown) => {
-    if (error instanceof ModelFileError && error.kind === 'missing' && !options.dtype) {
-      throw new ModelFileError('missing', file, `${error.message}. Tiller chose the ${dtype} variant; ` +
-        `this model may publish others (${DTYPES.filter((d) => d !== dtype).join(', ')}): choose one as the dtype`);
-    }
-    throw error;
-  });
-  const folder = file.slice(0, file.lastIndexOf('/') + 1);
-  const prepared = await prepareGraph(
-    bytes,
-    file,
-    async (location) => {
-      try {
-        return await source.readFile(folder + location, onProgress, signal);
-      } catch (error) {
-        if (error instanceof ModelFileError && error.kind === 'missing') {
-          throw new ModelFileError('missing', folder + location,
-            `${folder + location} is missing from ${source.id}: ${file} keeps its weights there, so download it too.`);
-        }
-        throw error;
-      }
-    },
-    { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size },
-  );
+  const prepared = await prepareGraph(bytes, file, readExternal, { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size });
   const session = await openSession(prepared, backend);
   return new SteerableModel(
     source.id, file, session, prepared.analysis, prepared.instrumentation,

@@ -4,6 +4,7 @@
  * does to the model's choice.
  */
 import { type GenerateRequest, promptTokenIds } from './generate.ts';
+import { bestTokens } from './sampling.ts';
 import type { SteerableModel } from './steerable-model.ts';
 
 export interface NextToken {
@@ -34,8 +35,7 @@ function topTokens(model: SteerableModel, logits: Float32Array, top: number): Ne
   for (const v of logits) max = Math.max(max, v);
   let total = 0;
   for (const v of logits) total += Math.exp(v - max);
-  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, top);
-  return order.map((id) => ({
+  return Array.from(bestTokens(logits, Math.min(top, logits.length)), (id) => ({
     id,
     piece: model.tokenizer?.tokenText(id) ?? String(id),
     text: model.tokenizer?.decode([id]) ?? String(id),

@@ -113,7 +113,7 @@ function ranksBelow(scores: Float32Array, a: number, b: number): boolean {
 }
 
 /** The `count` best token ids, best first. A heap of the best seen so far, worst on top: O(V log count), no full sort. */
-function bestTokens(scores: Float32Array, count: number): Int32Array {
+export function bestTokens(scores: Float32Array, count: number): Int32Array {
   const heap = new Int32Array(count);
   for (let id = 0; id < count; id++) heap[id] = id;
   for (let i = (count >> 1) - 1; i >= 0; i--) siftDown(heap, i, scores);
