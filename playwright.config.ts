@@ -2,13 +2,16 @@ import { defineConfig } from '@playwright/test';
 import path from 'node:path';
 
 const sharedModels = process.env.TILLER_SHARED_MODELS ?? path.resolve('../shared/models');
-const port = 4179;
+// Parallel runs (several people or agents on one machine) pick their own port, build folder and report.
+const port = Number(process.env.TILLER_TEST_PORT ?? 4179);
+const outDir = process.env.TILLER_TEST_PORT ? `.test-dist-${port}` : 'dist';
+const report = process.env.TILLER_TEST_PORT ? `.reports/playwright-${port}.json` : '.reports/playwright.json';
 
 export default defineConfig({
   testDir: 'tests/browser',
   timeout: 180_000,
   workers: 1,
-  reporter: [['list'], ['json', { outputFile: '.reports/playwright.json' }]],
+  reporter: [['list'], ['json', { outputFile: report }]],
   use: {
     baseURL: `http://127.0.0.1:${port}`,
     launchOptions: {
@@ -25,7 +28,7 @@ export default defineConfig({
     },
   },
   webServer: {
-    command: `npx vite build && npx vite preview --port ${port} --strictPort --host 127.0.0.1`,
+    command: `npx vite build --outDir ${outDir} && npx vite preview --outDir ${outDir} --port ${port} --strictPort --host 127.0.0.1`,
     url: `http://127.0.0.1:${port}`,
     timeout: 180_000,
     reuseExistingServer: false,

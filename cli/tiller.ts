@@ -38,7 +38,7 @@ const USAGE = `usage:
   tiller extract <model> (--preset NAME | --positive FILE --negative FILE) [--method mean|pca]
                   [--mode last|mean|answer] --out FILE.json|FILE.gguf
   tiller next <model> --prompt TEXT [--chat] [--vector FILE [--layer L] [--strength S]] [--top K] [--json]
-  tiller serve [--models DIR] [--port N] [--host H]   the built app and a models folder, to the room
+  tiller serve [--models DIR] [--port N] [--host H] [--app DIR]   the built app (dist/) and a models folder, to the room
 
 --strength is relative to the layer's typical residual length (1 adds a vector as long as a token's
 residual; ±0.1–0.5 is the useful range) for vectors Tiller extracted; for GGUF control vectors, which
@@ -359,7 +359,7 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
 /** Serves dist/ and a models folder (with cross-origin isolation) until stopped: laptops in the room
  *  download each model once from this machine instead of the internet. */
 async function serve(flags: Flags): Promise<number> {
-  const appDir = fileURLToPath(new URL('../dist', import.meta.url));
+  const appDir = path.resolve((flags.app as string | undefined) ?? fileURLToPath(new URL('../dist', import.meta.url)));
   if (!(await stat(path.join(appDir, 'index.html')).catch(() => undefined))) {
     throw new Error(`the app is not built (${appDir} has no index.html): run npm run build first`);
   }

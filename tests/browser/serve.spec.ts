@@ -7,13 +7,14 @@ import { sharedModelsDir } from '../support/paths.ts';
 
 // The workshop path: `tiller serve` from an empty folder serves the built app and a models folder; the
 // browser reaches nothing else, and still loads a model and generates.
-const port = 4185;
+const port = Number(process.env.TILLER_TEST_PORT ?? 4179) + 6;
+const appDir = path.resolve(process.env.TILLER_TEST_PORT ? `.test-dist-${process.env.TILLER_TEST_PORT}` : 'dist');
 const base = `http://127.0.0.1:${port}`;
 let server: ChildProcess;
 
 test.beforeAll(async () => {
   const cleanFolder = mkdtempSync(path.join(os.tmpdir(), 'tiller-room-'));
-  server = spawn(process.execPath, [path.resolve('bin/tiller.mjs'), 'serve', '--models', sharedModelsDir, '--port', String(port), '--host', '127.0.0.1'], {
+  server = spawn(process.execPath, [path.resolve('bin/tiller.mjs'), 'serve', '--app', appDir, '--models', sharedModelsDir, '--port', String(port), '--host', '127.0.0.1'], {
     cwd: cleanFolder,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
