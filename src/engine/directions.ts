@@ -19,6 +19,16 @@ export interface LayerDirection {
   auroc: number;
   /** Held-out separation d′: gap between the classes' mean projections over their pooled spread. */
   separation: number;
+  /** Each example's projection on the unit direction, in example order: fitted on all examples, and
+   *  held out (on the direction fitted without the example's fold). What the separation plot shows. */
+  projections: ExampleProjections;
+}
+
+export interface ExampleProjections {
+  positive: number[];
+  negative: number[];
+  heldOutPositive: number[];
+  heldOutNegative: number[];
 }
 
 export interface DirectionSet {
@@ -59,14 +69,15 @@ export function fitDirections(positive: CaptureResult, negative: CaptureResult, 
     const direction = fit(method, pos, neg);
 
     // Every example is held out once: project it on a direction fitted without it.
-    const heldOutPos: number[] = [];
-    const heldOutNeg: number[] = [];
+    const heldOutPos = new Array<number>(pos.length);
+    const heldOutNeg = new Array<number>(neg.length);
     for (let fold = 0; fold < folds; fold++) {
       const inFold = (i: number) => i % folds === fold;
       const unit = normalise(fit(method, pos.filter((_, i) => !inFold(i)), neg.filter((_, i) => !inFold(i))));
-      pos.forEach((v, i) => inFold(i) && heldOutPos.push(dot(v, unit)));
-      neg.forEach((v, i) => inFold(i) && heldOutNeg.push(dot(v, unit)));
+      pos.forEach((v, i) => inFold(i) && (heldOutPos[i] = dot(v, unit)));
+      neg.forEach((v, i) => inFold(i) && (heldOutNeg[i] = dot(v, unit)));
     }
+    const unit = normalise(direction);
     const norms = [...positive.tokenNorms, ...negative.tokenNorms].map((n) => n[index]);
     return {
       layer,
@@ -75,6 +86,12 @@ export function fitDirections(positive: CaptureResult, negative: CaptureResult, 
       meanResidualNorm: norms.reduce((a, b) => a + b, 0) / norms.length,
       auroc: auroc(heldOutPos, heldOutNeg),
       separation: dPrime(heldOutPos, heldOutNeg),
+      projections: {
+        positive: pos.map((v) => dot(v, unit)),
+        negative: neg.map((v) => dot(v, unit)),
+        heldOutPositive: heldOutPos,
+        heldOutNegative: heldOutNeg,
+      },
     };
   });
   return { method, layers, recommendedLayer: recommendLayer(layers), positiveCount, negativeCount, folds };

@@ -2,14 +2,24 @@
  * A loaded, instrumented decoder and its one forward pass. Everything else (generation, hidden-state
  * capture, checks) is a loop around `forward`.
  */
+import { vectorLength } from './directions.ts';
 import type { GraphAnalysis } from './onnx/analysis.ts';
 import { TensorType } from './onnx/model.ts';
 import { FLOAT16_MAX, float16Table, float32ToFloat16 } from './float16.ts';
-import { type Backend, ort } from './runtime.ts';
+import { type Backend, ort, runSession } from './runtime.ts';
 import type { TextTokenizer } from './tokenizer.ts';
 
-/** What one batch row adds to the residual: absolute vectors (already scaled) at chosen layers. */
-export type SteeringRow = { layer: number; vector: ArrayLike<number> }[];
+/**
+ * What one batch row does to the residual at chosen layers: 'add' (the default) adds an absolute vector
+ * (already scaled); 'ablate' removes the residual's component along a direction (any length), r − (r·û)û,
+ * after the additions at that layer.
+ */
+export type SteeringRow = SteeringOperation[];
+export interface SteeringOperation {
+  layer: number;
+  vector: ArrayLike<number>;
+  operation?: 'add' | 'ablate';
+}
 
 /** The KV cache between steps: past tensors by input name (GPU buffers on WebGPU). */
 export interface KvCache {
@@ -66,19 +76,23 @@ export interface ModelInfo {
   hasChatTemplate: boolean;
   /** Tensor holding each layer's residual (a new Add where the graph never made one). */
   residualTensors: string[];
+  /** Whether the graph was instrumented for directional ablation as well as addition. */
+  ablation: boolean;
 }
 
 /** What graph surgery added: names of the steering inputs and hidden-state outputs, per layer. */
 export interface Instrumentation {
   steeringInputs: Map<number, string>;
+  /** Layer → input taking the unit vector to ablate (absent in graphs instrumented without it). */
+  ablationInputs?: Map<number, string>;
   hiddenOutputs: Map<number, string>;
   /** Input choosing the first position the LM head reads, where the graph has no num_logits_to_keep. */
   logitsFrom?: string;
 }
 
 export class SteerableModel {
-  private readonly zeroSteering = new Map<string, ort.Tensor>();
-  private readonly steeringTensors = new WeakMap<SteeringRow[], { batch: number; tensors: Map<number, ort.Tensor> }>();
+  private readonly zeroTensors = new Map<string, ort.Tensor>();
+  private readonly steeringTensors = new WeakMap<SteeringRow[], { batch: number; feeds: Record<string, ort.Tensor> }>();
 
   constructor(
     readonly id: string,
@@ -107,6 +121,7 @@ export class SteerableModel {
       eosTokenIds: this.eosTokenIds,
       hasChatTemplate: this.tokenizer?.hasChatTemplate ?? false,
       residualTensors: analysis.layers.map((site) => this.instrumentation.hiddenOutputs.get(site.layer)!),
+      ablation: (this.instrumentation.ablationInputs?.size ?? 0) > 0,
     };
   }
 
@@ -181,13 +196,15 @@ export class SteerableModel {
     }
     for (const [name, tensor] of past.tensors) feeds[name] = tensor;
     const cached = step.steering && this.steeringTensors.get(step.steering);
-    let built = cached?.batch === batch ? cached.tensors : undefined;
+    let built = cached?.batch === batch ? cached.feeds : undefined;
     if (!built) {
       this.validateSteering(step.steering ?? []);
-      built = new Map([...this.instrumentation.steeringInputs.keys()].map((layer) => [layer, this.steeringTensor(layer, step.steering, batch)]));
-      if (step.steering) this.steeringTensors.set(step.steering, { batch, tensors: built });
+      built = {};
+      for (const [layer, name] of this.instrumentation.steeringInputs) built[name] = this.operationTensor('add', layer, step.steering, batch);
+      for (const [layer, name] of this.instrumentation.ablationInputs ?? []) built[name] = this.operationTensor('ablate', layer, step.steering, batch);
+      if (step.steering) this.steeringTensors.set(step.steering, { batch, feeds: built });
     }
-    for (const [layer, name] of this.instrumentation.steeringInputs) feeds[name] = built.get(layer)!;
+    Object.assign(feeds, built);
 
     const fetches: string[] = [];
     const logitsMode = step.logits ?? 'last';
@@ -203,7 +220,7 @@ export class SteerableModel {
 
     let outputs: ort.InferenceSession.OnnxValueMapType;
     try {
-      outputs = await this.session.run(feeds, fetches);
+      outputs = await runSession(this.session, this.backend, feeds, fetches);
     } catch (error) {
       if (step.past) this.releaseCache(step.past);
       throw error;
@@ -237,11 +254,13 @@ export class SteerableModel {
     return result;
   }
 
-  /** Every addition names an instrumented layer and holds `hidden` finite values. */
+  /** Every operation names an instrumented layer and holds `hidden` finite values; ablation needs a
+   *  non-zero direction, one per layer and row. */
   private validateSteering(rows: SteeringRow[]): void {
     const hidden = this.analysis.hiddenSize;
     for (const row of rows) {
-      for (const { layer, vector } of row) {
+      const ablated = new Set<number>();
+      for (const { layer, vector, operation = 'add' } of row) {
         if (!this.instrumentation.steeringInputs.has(layer)) {
           throw new Error(`cannot steer layer ${layer}: this model's steerable layers are 0–${this.analysis.layerCount - 1}`);
         }
@@ -251,28 +270,36 @@ export class SteerableModel {
         for (let i = 0; i < hidden; i++) {
           if (!Number.isFinite(vector[i])) throw new Error(`steering vector for layer ${layer} holds ${vector[i]} at index ${i}: every value must be finite`);
         }
+        if (operation !== 'ablate') continue;
+        if (!this.instrumentation.ablationInputs?.has(layer)) throw new Error(`this model was instrumented without ablation inputs: cannot ablate layer ${layer}`);
+        if (ablated.has(layer)) throw new Error(`one row ablates two directions at layer ${layer}: ablate one (or their span, one at a time across layers)`);
+        if (!(vectorLength(vector) > 0)) throw new Error(`the direction to ablate at layer ${layer} has zero length`);
+        ablated.add(layer);
       }
     }
   }
 
-  /** `[batch, 1, hidden]` in the residual's type: each row's vectors at this layer, summed. */
-  private steeringTensor(layer: number, rows: SteeringRow[] | undefined, batch: number): ort.Tensor {
+  /**
+   * `[batch, 1, hidden]` in the residual's type for one layer: the sum of each row's additions there, or
+   * the unit vector each row ablates there (zeros for rows that do neither: an identity in both cases).
+   */
+  private operationTensor(kind: 'add' | 'ablate', layer: number, rows: SteeringRow[] | undefined, batch: number): ort.Tensor {
     const hidden = this.analysis.hiddenSize;
-    const site = this.analysis.layers[layer];
-    const fp16 = site.elemType === TensorType.FLOAT16;
+    const fp16 = this.analysis.layers[layer].elemType === TensorType.FLOAT16;
     const values = new Float32Array(batch * hidden);
     let any = false;
     rows?.forEach((row, index) => {
-      for (const addition of row) {
-        if (addition.layer !== layer) continue;
-        for (let i = 0; i < hidden; i++) values[index * hidden + i] += addition.vector[i];
+      for (const { layer: at, vector, operation = 'add' } of row) {
+        if (at !== layer || operation !== kind) continue;
+        const scale = kind === 'ablate' ? 1 / vectorLength(vector) : 1;
+        for (let i = 0; i < hidden; i++) values[index * hidden + i] += vector[i] * scale;
         any = true;
       }
     });
     if (!any) {
       const key = `${layer}/${batch}`;
-      let zeros = this.zeroSteering.get(key);
-      if (!zeros) this.zeroSteering.set(key, (zeros = floatTensor(fp16, values, [batch, 1, hidden])));
+      let zeros = this.zeroTensors.get(key);
+      if (!zeros) this.zeroTensors.set(key, (zeros = floatTensor(fp16, values, [batch, 1, hidden])));
       return zeros;
     }
     if (fp16) for (let i = 0; i < values.length; i++) values[i] = Math.max(-FLOAT16_MAX, Math.min(FLOAT16_MAX, values[i]));

@@ -1,14 +1,14 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { openCheckPair } from '../../src/engine/check.ts';
-import { loadModel } from '../../src/engine/load.ts';
+import { type LoadOptions, loadModel } from '../../src/engine/load.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { SHARED, sharedGraphPath, sharedModel } from './paths.ts';
 
 export { STORIES_REFERENCE } from './reference.ts';
 
-export function loadShared(name: 'stories' | 'builder') {
-  return loadModel(new FolderSource(sharedModel(SHARED[name].folder)), { backend: 'wasm' });
+export function loadShared(name: 'stories' | 'builder', options: LoadOptions = {}) {
+  return loadModel(new FolderSource(sharedModel(SHARED[name].folder)), { backend: 'wasm', ...options });
 }
 
 /** The unmodified graph and its instrumented twin, as `tiller check` opens them. */

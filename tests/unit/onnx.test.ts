@@ -112,7 +112,7 @@ describe('graph surgery', () => {
       const twin = edited.graph.nodes[node.index];
       if (node.index === analysis.lmHead!.node.index) continue;
       if (changed.has(node.index)) {
-        expect(twin.inputs[analysis.layers.find((s) => s.node.index === node.index)!.branchInput]).toMatch(/^tiller\.steered_branch\./);
+        expect(twin.inputs[analysis.layers.find((s) => s.node.index === node.index)!.branchInput]).toMatch(/^tiller\.layer\d+\.steered_branch$/);
         continue;
       }
       expect(Buffer.from(result.bytes.subarray(twin.start, twin.end)).equals(Buffer.from(bytes.subarray(node.start, node.end)))).toBe(true);
@@ -148,6 +148,6 @@ describe('graph surgery', () => {
     expect(edited.graph.inputs.find((i) => i.name === 'tiller.steer.1')?.elemType).toBe(TensorType.FLOAT16);
     const lastResidual = edited.graph.nodes.find((n) => n.outputs[0] === 'tiller.residual.1')!;
     expect(lastResidual.opType).toBe('Add');
-    expect(lastResidual.inputs).toEqual([analysis.layers[1].node.inputs[0], 'tiller.steered_branch.1']);
+    expect(lastResidual.inputs).toEqual([analysis.layers[1].node.inputs[0], 'tiller.layer1.steered_branch']);
   });
 });

@@ -3,6 +3,8 @@
  *  - one steering input per instrumented layer, `[batch, 1 or sequence, hidden]` in the residual's
  *    type, added to the branch input of the node that makes that layer's residual, so both the
  *    residual and the normalised output that feeds the next sub-block see it (zeros are an identity);
+ *  - one ablation input per instrumented layer, `[batch, 1, hidden]`: a unit vector u whose component is
+ *    removed from that layer's residual (r − (r·u)u, through the branch again); zeros are an identity;
  *  - one hidden-state output per layer, adding `residual + branch` beside the fused final norm where
  *    the graph never materialises the last residual;
  *  - where the graph has no num_logits_to_keep, a Slice before the LM head so that prefill computes
@@ -20,6 +22,8 @@ export interface SurgeryOptions {
   fileName: string;
   /** Layers that get a steering input (default: all). */
   steerLayers?: number[];
+  /** Steered layers that also get an ablation input (default: none; each costs a few small ops per step). */
+  ablateLayers?: number[];
   /** Embedded initializers at least this large become external data (default 1 KiB). */
   externalizeMinBytes?: number;
 }
@@ -29,6 +33,8 @@ export interface SurgeryResult {
   bytes: Uint8Array;
   /** Layer → name of its steering input. */
   steeringInputs: Map<number, string>;
+  /** Layer → name of its ablation input. */
+  ablationInputs: Map<number, string>;
   /** Layer → name of the output holding its residual. */
   hiddenOutputs: Map<number, string>;
   /** Set when initializers were externalised: pass `{ path, data: original bytes }` to ONNX Runtime. */
@@ -52,10 +58,12 @@ const TENSOR_DATA_LOCATION = 14;
 const DATA_LOCATION_EXTERNAL = 1;
 
 export const steeringInputName = (layer: number) => `tiller.steer.${layer}`;
+export const ablationInputName = (layer: number) => `tiller.ablate.${layer}`;
 
 export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, options: SurgeryOptions): SurgeryResult {
   const { bytes, graph } = model;
   const steerLayers = new Set(options.steerLayers ?? analysis.layers.map((site) => site.layer));
+  const ablateLayers = new Set(options.ablateLayers ?? []);
   const minBytes = options.externalizeMinBytes ?? 1024;
   const batchDim = graph.inputs.find((i) => i.name === analysis.inputIds.name)?.shape?.[0];
 
@@ -64,29 +72,49 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
   const addedInputs: Uint8Array[] = [];
   const addedOutputs: Uint8Array[] = [];
   const steeringInputs = new Map<number, string>();
+  const ablationInputs = new Map<number, string>();
   const hiddenOutputs = new Map<number, string>();
+  const vectorShape = [typeof batchDim === 'string' ? batchDim : 'batch_size', 'steer_length', analysis.hiddenSize];
 
   for (const site of analysis.layers) {
     let branch = site.node.inputs[site.branchInput];
+    const residualBefore = site.node.inputs[site.residualInput];
+    // Skip*LayerNormalization output 3 is input + skip (+ bias, where the norm has one).
+    const bias = site.node.opType.startsWith('Skip') ? site.node.inputs[site.node.opType === 'SkipLayerNormalization' ? 4 : 3] || undefined : undefined;
+    /** Nodes computing residualBefore + branch (+ bias) into `name`. */
+    const residualOf = (branchName: string, name: string, tag: string) => {
+      const sum = bias ? `${name}.without_bias` : name;
+      addedNodes.push(encodeNode('Add', `tiller/${tag}_${site.layer}`, [residualBefore, branchName], [sum]));
+      if (bias) addedNodes.push(encodeNode('Add', `tiller/${tag}_bias_${site.layer}`, [sum, bias], [name]));
+    };
     if (steerLayers.has(site.layer)) {
       const steer = steeringInputName(site.layer);
-      const steered = `tiller.steered_branch.${site.layer}`;
-      addedInputs.push(encodeTensorValueInfo(steer, site.elemType, [
-        typeof batchDim === 'string' ? batchDim : 'batch_size', 'steer_length', analysis.hiddenSize,
-      ]));
+      const prefix = `tiller.layer${site.layer}`;
+      const steered = `${prefix}.steered_branch`;
+      addedInputs.push(encodeTensorValueInfo(steer, site.elemType, vectorShape));
       addedNodes.push(encodeNode('Add', `tiller/steer_${site.layer}`, [branch, steer], [steered]));
-      replacedNodes.set(site.node.index, replaceNodeInput(bytes, site.node, site.branchInput, steered));
       steeringInputs.set(site.layer, steer);
       branch = steered;
+      if (ablateLayers.has(site.layer)) {
+        // The residual r this layer would make, its component along u, taken out of the branch.
+        const ablate = ablationInputName(site.layer);
+        addedInputs.push(encodeTensorValueInfo(ablate, site.elemType, vectorShape));
+        residualOf(steered, `${prefix}.steered_residual`, 'steered_residual');
+        addedNodes.push(
+          encodeNode('Transpose', `tiller/ablate_column_${site.layer}`, [ablate], [`${prefix}.ablate_column`], [intsAttribute('perm', [0, 2, 1])]),
+          encodeNode('MatMul', `tiller/ablate_dot_${site.layer}`, [`${prefix}.steered_residual`, `${prefix}.ablate_column`], [`${prefix}.ablate_dot`]),
+          encodeNode('Mul', `tiller/ablate_component_${site.layer}`, [`${prefix}.ablate_dot`, ablate], [`${prefix}.ablate_component`]),
+          encodeNode('Sub', `tiller/ablate_${site.layer}`, [steered, `${prefix}.ablate_component`], [`${prefix}.ablated_branch`]),
+        );
+        ablationInputs.set(site.layer, ablate);
+        branch = `${prefix}.ablated_branch`;
+      }
+      replacedNodes.set(site.node.index, replaceNodeInput(bytes, site.node, site.branchInput, branch));
     }
     let residual = site.residual;
     if (!residual) {
       residual = `tiller.residual.${site.layer}`;
-      // Output 3 would be input + skip (+ bias, where the norm has one): rebuild exactly that.
-      const bias = site.node.inputs[site.node.opType === 'SkipLayerNormalization' ? 4 : 3];
-      const sum = bias ? `${residual}.without_bias` : residual;
-      addedNodes.push(encodeNode('Add', `tiller/residual_${site.layer}`, [site.node.inputs[site.residualInput], branch], [sum]));
-      if (bias) addedNodes.push(encodeNode('Add', `tiller/residual_bias_${site.layer}`, [sum, bias], [residual]));
+      residualOf(branch, residual, 'residual');
     }
     // Declared by name only: ONNX Runtime infers its type and shape.
     addedOutputs.push(new ProtoWriter().string(1, residual).finish());
@@ -134,17 +162,27 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
   return {
     bytes: modelWriter.finish(),
     steeringInputs,
+    ablationInputs,
     hiddenOutputs,
     selfReference: replacedInitializers.size > 0 ? options.fileName : undefined,
     logitsFrom: lmHead ? LOGITS_FROM : undefined,
   };
 }
 
-function encodeNode(opType: string, name: string, inputs: string[], outputs: string[]): Uint8Array {
+function encodeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: Uint8Array[] = []): Uint8Array {
   const writer = new ProtoWriter();
   for (const input of inputs) writer.string(1, input);
   for (const output of outputs) writer.string(2, output);
-  return writer.string(3, name).string(4, opType).finish();
+  writer.string(3, name).string(4, opType);
+  for (const attribute of attributes) writer.bytes(5, attribute);
+  return writer.finish();
+}
+
+/** An INTS AttributeProto (name = 1, ints = 8, type = 20 with INTS = 7). */
+function intsAttribute(name: string, values: number[]): Uint8Array {
+  const writer = new ProtoWriter().string(1, name);
+  for (const value of values) writer.int(8, value);
+  return writer.int(20, 7).finish();
 }
 
 /** A one-element int64 initializer. */

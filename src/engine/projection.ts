@@ -1,0 +1,77 @@
+/**
+ * The persona meter: how far each token's residual at one layer reaches along a direction ("is the
+ * persona active right now?"). On generated text, read under the steering it was generated with; on any
+ * pasted text, read by the unsteered model, as a detector.
+ */
+import { dot, vectorLength } from './directions.ts';
+import type { ExampleProjections } from './directions.ts';
+import type { SteerableModel, SteeringRow } from './steerable-model.ts';
+import { TokenTextStream } from './text-stream.ts';
+
+export interface ProjectionRequest {
+  /** Tokens read first and not measured (e.g. a generation's prompt). */
+  contextIds?: number[];
+  /** The tokens measured, one projection each. */
+  tokenIds: number[];
+  layer: number;
+  direction: ArrayLike<number>;
+  /** The steering the text was generated under (default none). */
+  steering?: SteeringRow;
+  /** Whether the context was steered too (default true), as with generate's steerPrompt. */
+  steerContext?: boolean;
+}
+
+export interface TokenProjection {
+  id: number;
+  /** Text this token adds ('' while a multi-byte character is incomplete), as the generation streamed it. */
+  text: string;
+  /** Residual after the layer, at this token's position, projected on the unit direction. */
+  projection: number;
+}
+
+export async function tokenProjections(model: SteerableModel, request: ProjectionRequest): Promise<TokenProjection[]> {
+  const { tokenIds, layer } = request;
+  const contextIds = request.contextIds ?? [];
+  if (tokenIds.length === 0) return [];
+  const length = vectorLength(request.direction);
+  if (!(length > 0)) throw new Error('the direction has zero length: nothing to project on');
+  const unit = Float32Array.from(request.direction, (v) => v / length);
+  const steering = request.steering && request.steering.length > 0 ? [request.steering] : undefined;
+
+  let hidden: Float32Array;
+  if (contextIds.length > 0 && steering && request.steerContext === false) {
+    // The context unsteered, then the measured tokens steered: exactly how generate ran them.
+    const context = await model.forward({ tokens: [contextIds], logits: 'none', keepCache: true });
+    hidden = (await model.forward({ tokens: [tokenIds], past: context.cache, steering, logits: 'none', hiddenLayers: [layer] })).hidden.get(layer)!;
+  } else {
+    const all = await model.forward({ tokens: [[...contextIds, ...tokenIds]], steering, logits: 'none', hiddenLayers: [layer] });
+    hidden = all.hidden.get(layer)!.subarray(contextIds.length * unit.length);
+  }
+  const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
+  const stream = new TokenTextStream(decode);
+  const tokens = tokenIds.map((id, i) => ({
+    id,
+    text: stream.push(id),
+    projection: dot(hidden.subarray(i * unit.length, (i + 1) * unit.length), unit),
+  }));
+  tokens[tokens.length - 1].text += stream.flush(); // an incomplete character at the end, as generate shows it
+  return tokens;
+}
+
+/** Where the contrastive examples sat on the direction: the meter's two reference points. */
+export interface MeterScale {
+  negativeMean: number;
+  positiveMean: number;
+}
+
+export function meterScaleOf(projections: ExampleProjections): MeterScale {
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  return { negativeMean: mean(projections.negative), positiveMean: mean(projections.positive) };
+}
+
+/** A projection in meter units: −1 where the negative examples sat on average, +1 the positive ones, 0 midway. */
+export function meterValue(projection: number, scale: MeterScale): number {
+  const middle = (scale.positiveMean + scale.negativeMean) / 2;
+  const half = (scale.positiveMean - scale.negativeMean) / 2;
+  return half === 0 ? 0 : (projection - middle) / half;
+}

@@ -1,0 +1,132 @@
+import { type Page, expect, test } from '@playwright/test';
+
+// The "see inside" views in the playground, on both shared models: the persona meter on generations and
+// on pasted text, the separation strip, the logit lens, the next-token chart following the slider, the
+// layer × strength map (a click applies its cell), ablation, and two directions on the 2-D pad.
+const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
+const generations = (page: Page) => page.getByTestId('generations');
+const finishedRuns = async (page: Page) => Number(await generations(page).getAttribute('data-finished'));
+
+async function loadAndCompute(page: Page, model: string, layers: number) {
+  await page.setViewportSize({ width: 1400, height: 1000 });
+  await page.goto('/');
+  await expect(page.getByRole('option', { name: model })).toBeAttached({ timeout: 20_000 });
+  await page.getByRole('combobox', { name: 'Model' }).selectOption(model);
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect(page.getByTestId('model-info')).toContainText(`${model}: ${layers} layers`, { timeout: 60_000 });
+  await page.getByRole('button', { name: 'Compute direction' }).click();
+  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
+}
+
+async function generateAndWait(page: Page, after: number) {
+  await expect.poll(() => finishedRuns(page), { timeout: 60_000 }).toBeGreaterThan(after);
+  await expect(generations(page)).toHaveAttribute('data-state', 'idle');
+}
+
+test('stories260K: meter, separation strip, logit lens, next token, map, ablation', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await loadAndCompute(page, 'stories260K-hf', 5);
+
+  // Separation strip: one dot per example and side, fitted and held out.
+  const strip = page.getByTestId('separation-strip');
+  await expect(strip.locator('circle')).toHaveCount(4 * 16);
+  // Logit lens: ten tokens raised and ten lowered.
+  const lens = page.getByTestId('logit-lens');
+  await expect(lens.getByRole('list', { name: 'Tokens the direction raises' }).getByRole('listitem')).toHaveCount(10, { timeout: 30_000 });
+  await expect(lens.getByRole('list', { name: 'Tokens the direction lowers' }).getByRole('listitem')).toHaveCount(10);
+
+  // Generation with the meter: every token of each column carries a value, and the text is unchanged.
+  await page.getByLabel('Max new tokens').fill('24');
+  await page.getByLabel('Temperature').fill('0');
+  const strength = page.getByRole('slider', { name: 'Strength' });
+  await strength.fill('0.3');
+  let runs = await finishedRuns(page);
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await generateAndWait(page, runs);
+  const baseline = page.getByTestId('output-baseline');
+  await expect(baseline.locator('span[data-value]').first()).toBeVisible();
+  const values = (await baseline.locator('span[data-value]').evaluateAll((spans) => spans.map((s) => Number(s.getAttribute('data-value')))));
+  expect(values.length).toBeGreaterThan(5);
+  expect(values.every(Number.isFinite)).toBe(true);
+  expect(new Set(values).size).toBeGreaterThan(1);
+
+  // Next token: baseline and steered bars; moving the slider changes the steered probabilities.
+  const next = page.getByTestId('next-tokens');
+  await expect(next.locator('tr')).not.toHaveCount(0, { timeout: 30_000 });
+  const readNext = () => next.locator('.numbers').allTextContents();
+  await expect.poll(readNext).not.toEqual([]);
+  const atPlus = await readNext();
+  runs = await finishedRuns(page);
+  await strength.fill('-0.6');
+  await expect.poll(readNext, { timeout: 30_000 }).not.toEqual(atPlus);
+  await generateAndWait(page, runs);
+
+  // The detector reads pasted text: sad text leans below happy text.
+  const detector = page.getByTestId('text-meter');
+  const average = async (text: string) => {
+    await detector.getByLabel('Text to read').fill(text);
+    await detector.getByRole('button', { name: 'Read it' }).click();
+    const shown = detector.getByTestId('meter-average');
+    await expect(shown).toBeVisible({ timeout: 30_000 });
+    return Number((await shown.locator('b').textContent())!.replace('+', ''));
+  };
+  const sad = await average('Lily was sad. She cried alone because her dog was lost.');
+  const happy = await average('Lily was happy. She laughed and played with her friends in the sun.');
+  expect(happy).toBeGreaterThan(sad);
+  if (SCREENSHOTS) {
+    await detector.screenshot({ path: 'docs/view-detector.png' });
+    await generations(page).screenshot({ path: 'docs/view-meter.png' });
+    await page.getByRole('region', { name: 'Inside the direction' }).screenshot({ path: 'docs/view-inside.png' });
+    await next.screenshot({ path: 'docs/view-next-token.png' });
+  }
+
+  // Layer × strength map: 5 layers × 9 strengths in both maps; a click applies its layer and strength.
+  const map = page.getByTestId('strength-map');
+  await map.getByRole('button', { name: /^Map 5 layers/ }).click();
+  await expect(map.locator('rect.cell')).toHaveCount(2 * 5 * 9, { timeout: 120_000 });
+  if (SCREENSHOTS) await map.screenshot({ path: 'docs/view-strength-map.png' });
+  await map.locator('rect.cell[data-layer="1"][data-strength="0.25"]').first().click();
+  await expect(page.getByRole('combobox', { name: 'Layer' })).toHaveValue('1');
+  await expect(page.getByTestId('strength-value')).toContainText('+0.25 relative');
+
+  // Ablation: the model is reloaded once with ablation inputs; the steered column becomes the ablated one.
+  runs = await finishedRuns(page);
+  await page.getByLabel('Ablate it (remove its component)').check();
+  await page.getByLabel('From layer').selectOption('1');
+  await page.getByLabel('to layer').selectOption('3');
+  await expect(page.getByTestId('column-steered')).toContainText('Ablated · layers 1–3', { timeout: 60_000 });
+  await generateAndWait(page, runs);
+  expect(errors).toEqual([]);
+  if (SCREENSHOTS) await page.getByRole('region', { name: 'Steer' }).screenshot({ path: 'docs/view-ablation.png' });
+});
+
+test('builder fp16 (chat, fused graph): two directions on the 2-D pad, and the views render', async ({ page }) => {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await loadAndCompute(page, 'tiny-random-llama-builder-fp16', 2);
+  await expect(page.getByTestId('logit-lens').getByRole('listitem')).toHaveCount(20, { timeout: 30_000 });
+  await expect(page.getByTestId('separation-strip').locator('circle')).not.toHaveCount(0);
+
+  // A second direction: pick another chat preset, compute it, then the pad sets both strengths.
+  const second = page.getByTestId('second-direction');
+  const choice = second.getByRole('combobox');
+  const options = await choice.locator('option').evaluateAll((els) => els.map((e) => (e as HTMLOptionElement).value).filter(Boolean));
+  await choice.selectOption(options[0]);
+  await second.getByRole('button', { name: 'Compute it' }).click();
+  const pad = page.getByTestId('strength-pad');
+  await expect(pad).toBeVisible({ timeout: 120_000 });
+  await page.getByLabel('Max new tokens').fill('8');
+  const runs = await finishedRuns(page);
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await generateAndWait(page, runs);
+  const box = (await pad.boundingBox())!;
+  const afterPad = await finishedRuns(page);
+  await page.mouse.click(box.x + box.width * 0.75, box.y + box.height * 0.25);
+  await expect(pad).toHaveAttribute('aria-valuetext', 'x 0.50, y 0.50');
+  await expect(page.getByTestId('column-steered')).toContainText('+0.5');
+  await generateAndWait(page, afterPad);
+  if (SCREENSHOTS) await page.getByRole('region', { name: 'Steer' }).screenshot({ path: 'docs/view-pad.png' });
+  expect(errors).toEqual([]);
+});
