@@ -14,6 +14,7 @@ import { type ContrastiveSet, extractDirections } from '../src/engine/extract.ts
 import { type GenerateRequest, generate } from '../src/engine/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/gguf.ts';
 import { loadModel, readModelGraph } from '../src/engine/load.ts';
+import { type LensToken, directionLogitLens } from '../src/engine/logit-lens.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
 import { parseModel, typeName } from '../src/engine/onnx/model.ts';
 import type { Backend } from '../src/engine/runtime.ts';
@@ -23,10 +24,11 @@ import type { ModelSource } from '../src/engine/sources/source.ts';
 import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/next-token.ts';
 import { contrastiveSetOf, presetById } from '../src/engine/presets.ts';
+import { meterScaleOf, meterValue, tokenProjections } from '../src/engine/projection.ts';
 import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
 import { multiplierFor, scaledDirection } from '../src/engine/strength.ts';
 import {
-  type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
+  type VectorDirection, type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
 } from '../src/engine/vector-file.ts';
 
 const USAGE = `usage:
@@ -34,10 +36,12 @@ const USAGE = `usage:
   tiller check <model> [--dtype D]
   tiller generate <model> --prompt TEXT [--chat] [--system TEXT] [--dtype D] [--max-new-tokens N]
                   [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
-                  [--vector FILE [--layer L] [--strength S]]
+                  [--vector FILE [--layer L] [--strength S | --ablate]]
   tiller extract <model> (--preset NAME | --positive FILE --negative FILE) [--method mean|pca]
                   [--mode last|mean|answer] --out FILE.json|FILE.gguf
   tiller next <model> --prompt TEXT [--chat] [--vector FILE [--layer L] [--strength S]] [--top K] [--json]
+  tiller lens <model> --vector FILE [--layer L] [--top K] [--json]     tokens the direction raises and lowers
+  tiller meter <model> --vector FILE [--layer L] --text TEXT [--json]  the persona meter, token by token
   tiller serve [--models DIR] [--port N] [--host H] [--app DIR]   the built app (dist/) and a models folder, to the room
 
 --strength is relative to the layer's typical residual length (1 adds a vector as long as a token's
@@ -61,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'serve') return serve(values);
   // Options that only mean something beside another one are refused alone rather than silently ignored.
   if (values.system !== undefined && !values.chat) throw new UsageError('--system needs --chat (it is the chat system prompt)');
-  for (const name of ['layer', 'strength'] as const) {
+  for (const name of ['layer', 'strength', 'ablate'] as const) {
     if (values[name] !== undefined && !values.vector) throw new UsageError(`--${name} needs --vector FILE`);
   }
   const target = positionals[0];
@@ -75,13 +79,15 @@ async function main(argv: string[]): Promise<number> {
     case 'generate': return generateCommand(target, dtype, backend, values);
     case 'extract': return extractCommand(target, dtype, backend, values);
     case 'next': return nextCommand(target, dtype, backend, values);
+    case 'lens': return lensCommand(target, dtype, backend, values);
+    case 'meter': return meterCommand(target, dtype, backend, values);
     default: throw new UsageError(`unknown command "${command}"`);
   }
 }
 
 type Flags = Record<string, string | boolean | undefined>;
 
-const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'next', 'serve'];
+const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'next', 'lens', 'meter', 'serve'];
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -101,6 +107,8 @@ const OPTIONS = {
   vector: { type: 'string' },
   layer: { type: 'string' },
   strength: { type: 'string' },
+  ablate: { type: 'boolean' },
+  text: { type: 'string' },
   preset: { type: 'string' },
   positive: { type: 'string' },
   negative: { type: 'string' },
@@ -251,9 +259,8 @@ async function readVectorFlag(flags: Flags): Promise<VectorFile | ControlVector 
   return file.endsWith('.gguf') ? readControlVectorGguf(new Uint8Array(bytes), file) : parseVectorFile(bytes.toString('utf8'), file);
 }
 
-/** One steering row from --vector/--layer/--strength, with the strength printed both ways. */
-function steeringFromFlags(vectors: VectorFile | ControlVector | undefined, model: SteerableModel, flags: Flags): SteeringRow {
-  if (!vectors) return [];
+/** The direction --vector/--layer name (the file's recommended layer by default), checked against the model. */
+function directionFromFlags(vectors: VectorFile | ControlVector, model: SteerableModel, flags: Flags): VectorDirection {
   const file = 'format' in vectors ? vectors : vectorFileFromControlVector(vectors, model.info);
   assertVectorFits(file, model.info);
   const layers = file.directions.map((d) => d.layer).join(', ');
@@ -261,6 +268,18 @@ function steeringFromFlags(vectors: VectorFile | ControlVector | undefined, mode
   if (layer === undefined) throw new UsageError(`${flags.vector} holds directions for layers ${layers}: choose one with --layer`);
   const direction = file.directions.find((d) => d.layer === layer);
   if (!direction) throw new UsageError(`${flags.vector} has no direction for layer ${layer} (it has ${layers})`);
+  return direction;
+}
+
+/** One steering row from --vector/--layer/--strength (or --ablate), with the strength printed both ways. */
+function steeringFromFlags(vectors: VectorFile | ControlVector | undefined, model: SteerableModel, flags: Flags): SteeringRow {
+  if (!vectors) return [];
+  const direction = directionFromFlags(vectors, model, flags);
+  const layer = direction.layer;
+  if (flags.ablate) {
+    console.error(`ablating the direction at layer ${layer}: its component is removed from the residual`);
+    return [{ layer, vector: direction.vector, operation: 'ablate' }];
+  }
   const strength = number(flags, 'strength') ?? 0.25;
   const multiplier = direction.meanResidualNorm ? multiplierFor(strength, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm }) : strength;
   console.error(direction.meanResidualNorm
@@ -279,7 +298,7 @@ function promptFromFlags(flags: Flags): Pick<GenerateRequest, 'prompt' | 'messag
 async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate) });
   const result = await generate(model, {
     ...promptFromFlags(flags),
     maxNewTokens: number(flags, 'max-new-tokens') ?? 128,
@@ -312,6 +331,47 @@ async function nextCommand(target: string, dtype: Dtype | undefined, backend: Ba
     const show = (t: NextToken) => `${JSON.stringify(t.piece).padEnd(16)} p=${t.probability.toFixed(4)}  logit=${t.logit.toFixed(3)}`;
     console.log(steered ? `${'unsteered'.padEnd(44)}steered` : 'next token');
     unsteered.forEach((token, i) => console.log(`${show(token).padEnd(44)}${steered ? show(steered[i]) : ''}`));
+  }
+  await model.dispose();
+  return 0;
+}
+
+/** The logit lens of a direction: the tokens it raises and lowers most through the final norm and LM head. */
+async function lensCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  const vectors = await readVectorFlag(flags);
+  if (!vectors) throw new UsageError('lens needs --vector FILE');
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const direction = directionFromFlags(vectors, model, flags);
+  const lens = await directionLogitLens(model, direction.vector, number(flags, 'top') ?? 12);
+  if (flags.json) {
+    console.log(JSON.stringify({ layer: direction.layer, ...lens }, null, 1));
+  } else {
+    const show = (t: LensToken) => `${JSON.stringify(t.piece).padEnd(16)} ${t.effect >= 0 ? '+' : ''}${t.effect.toFixed(3)}`;
+    console.log(`${'raises (layer ' + direction.layer + ')'}`.padEnd(30) + 'lowers');
+    lens.raised.forEach((token, i) => console.log(`${show(token).padEnd(30)}${show(lens.lowered[i])}`));
+  }
+  await model.dispose();
+  return 0;
+}
+
+/** The persona meter on a text: each token's residual at the layer, on the direction (−1 … +1 between the examples' means). */
+async function meterCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  if (typeof flags.text !== 'string') throw new UsageError('meter needs --text TEXT');
+  const vectors = await readVectorFlag(flags);
+  if (!vectors) throw new UsageError('meter needs --vector FILE');
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const direction = directionFromFlags(vectors, model, flags);
+  const ids = model.tokenizer?.encode(flags.text) ?? [];
+  const context = ids.length > 1 && ids[0] === model.tokenizer?.bosTokenId ? 1 : 0;
+  const tokens = await tokenProjections(model, { contextIds: ids.slice(0, context), tokenIds: ids.slice(context), layer: direction.layer, direction: direction.vector });
+  const scale = direction.projections && meterScaleOf(direction.projections);
+  const rows = tokens.map((t) => ({ text: t.text, projection: t.projection, meter: scale ? meterValue(t.projection, scale) : undefined }));
+  if (flags.json) {
+    console.log(JSON.stringify({ layer: direction.layer, tokens: rows }, null, 1));
+  } else {
+    for (const row of rows) console.log(`${JSON.stringify(row.text).padEnd(18)} ${row.meter === undefined ? `projection ${row.projection.toFixed(3)}` : `${row.meter >= 0 ? '+' : ''}${row.meter.toFixed(2)}`}`);
+    const values = rows.map((r) => r.meter ?? r.projection);
+    console.log(`mean ${(values.reduce((a, b) => a + b, 0) / values.length).toFixed(2)}${scale ? ' (+1: where the positive examples sat, −1: the negative ones)' : ' (raw projection: the file has no example projections)'}`);
   }
   await model.dispose();
   return 0;

@@ -220,6 +220,21 @@ describe('tiller extract and next', () => {
     expect(view.unsteered).toHaveLength(5);
     expect(view.steered).toHaveLength(5);
     expect(view.steered[0].logit).not.toBe(view.unsteered[0].logit);
+
+    // The views: logit lens, the meter on a text, and ablation in place of addition.
+    const lens = JSON.parse((await ok(['lens', stories, '--vector', json, '--top', '4', '--json'])).stdout);
+    expect(lens).toMatchObject({ layer: recommended });
+    expect(lens.raised).toHaveLength(4);
+    expect(lens.raised[0].effect).toBeGreaterThan(0);
+    expect(lens.lowered[0].effect).toBeLessThan(0);
+    const read = async (text: string) => JSON.parse((await ok(['meter', stories, '--vector', json, '--text', text, '--json'])).stdout);
+    const sad = await read('Lily was sad and cried.');
+    expect(sad.tokens.map((t: { text: string }) => t.text).join('')).toBe('Lily was sad and cried.');
+    const mean = (reading: { tokens: { meter: number }[] }) => reading.tokens.reduce((sum, t) => sum + t.meter, 0) / reading.tokens.length;
+    expect(mean(await read('Lily was happy and laughed.'))).toBeGreaterThan(mean(sad));
+    const ablated = await ok([...story, '--vector', json, '--ablate']);
+    expect(ablated.stderr).toContain(`ablating the direction at layer ${recommended}`);
+    expect((await tiller(['lens', stories])).stderr).toContain('lens needs --vector FILE');
   });
 
   it('exports GGUF without block 0, saying so; the GGUF file steers as an absolute multiplier', async () => {
