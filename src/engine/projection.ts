@@ -33,6 +33,9 @@ export async function tokenProjections(model: SteerableModel, request: Projectio
   const { tokenIds, layer } = request;
   const contextIds = request.contextIds ?? [];
   if (tokenIds.length === 0) return [];
+  if (contextIds.length + tokenIds.length > model.contextLength) {
+    throw new Error(`the text is ${contextIds.length + tokenIds.length} tokens; ${model.id} reads at most ${model.contextLength}: shorten it`);
+  }
   const length = vectorLength(request.direction);
   if (!(length > 0)) throw new Error('the direction has zero length: nothing to project on');
   const unit = Float32Array.from(request.direction, (v) => v / length);

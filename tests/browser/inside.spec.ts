@@ -108,6 +108,7 @@ test('builder fp16 (chat, fused graph): two directions on the 2-D pad, and the v
   await loadAndCompute(page, 'tiny-random-llama-builder-fp16', 2);
   await expect(page.getByTestId('logit-lens').getByRole('listitem')).toHaveCount(20, { timeout: 30_000 });
   await expect(page.getByTestId('separation-strip').locator('circle')).not.toHaveCount(0);
+  await expect(page.getByTestId('next-tokens').locator('tr')).not.toHaveCount(0, { timeout: 30_000 });
 
   // A second direction: pick another chat preset, compute it, then the pad sets both strengths.
   const second = page.getByTestId('second-direction');
@@ -127,6 +128,8 @@ test('builder fp16 (chat, fused graph): two directions on the 2-D pad, and the v
   await expect(pad).toHaveAttribute('aria-valuetext', 'x 0.50, y 0.50');
   await expect(page.getByTestId('column-steered')).toContainText('+0.5');
   await generateAndWait(page, afterPad);
+  // The meter reads both columns of the fused fp16 graph.
+  await expect(page.getByTestId('output-steered').locator('span[data-value]').first()).toBeAttached();
   if (SCREENSHOTS) await page.getByRole('region', { name: 'Steer' }).screenshot({ path: 'docs/view-pad.png' });
   expect(errors).toEqual([]);
 });
