@@ -117,6 +117,7 @@ const OPTIONS = {
   out: { type: 'string' },
   top: { type: 'string' },
   models: { type: 'string' },
+  app: { type: 'string' },
   port: { type: 'string' },
   host: { type: 'string' },
   help: { type: 'boolean', short: 'h' },

@@ -1,5 +1,26 @@
 /** The engine in its own thread: the page talks to it through comlink and never blocks. */
 import * as Comlink from 'comlink';
-import { createEngine } from '../src/engine/api.ts';
+import { type TillerEngine, createEngine } from '../src/engine/api.ts';
 
-Comlink.expose(createEngine());
+/**
+ * Callbacks the page passes (progress, tokens) arrive as comlink proxies, each holding a MessagePort on both
+ * sides until released: release them when the call they belong to has settled, or every generation leaks one.
+ */
+function releasingCallbacks(engine: TillerEngine): TillerEngine {
+  return new Proxy(engine, {
+    get(target, key, receiver) {
+      const member = Reflect.get(target, key, receiver);
+      if (typeof member !== 'function') return member;
+      return (...args: unknown[]) => {
+        const result = member.apply(target, args);
+        if (result instanceof Promise) {
+          const release = () => args.forEach((arg) => typeof arg === 'function' && (arg as Partial<Comlink.ProxyMarked & { [Comlink.releaseProxy]: () => void }>)[Comlink.releaseProxy]?.());
+          result.then(release, release);
+        }
+        return result;
+      };
+    },
+  });
+}
+
+Comlink.expose(releasingCallbacks(createEngine()));

@@ -8,8 +8,11 @@ import { type CaptureResult, type Reduction, captureHiddenStates } from './hidde
 import type { DirectionMethod } from './directions.ts';
 import { type ContrastiveSet, type ExtractStage, type ExtractionMode, extractDirections } from './extract.ts';
 import { loadModel } from './load.ts';
+import { type LogitLens, directionLogitLens } from './logit-lens.ts';
 import { type NextToken, type NextTokenRequest, nextTokens } from './next-token.ts';
-import { type Backend, type BackendSupport, detectBackends } from './runtime.ts';
+import { type ProjectionRequest, type TokenProjection, tokenProjections } from './projection.ts';
+import { type StrengthMapCell, type StrengthMapRequest, strengthMap } from './strength-map.ts';
+import { type Backend, type BackendSupport, BackendSwitchedError, DeviceLostError, detectBackends } from './runtime.ts';
 import { browserCacheAvailable, cachingFetch, clearModelCache, modelCacheSize } from './sources/cache.ts';
 import { PickedFilesSource } from './sources/files.ts';
 import { FolderUrlSource, HubSource } from './sources/hub.ts';
@@ -31,7 +34,15 @@ export interface LoadRequest {
   location: ModelLocation;
   dtype?: Dtype;
   backend?: Backend | 'auto';
+  /** Load even when the memory estimate says the model is too large for this device. */
+  allowLargeModel?: boolean;
+  /** Instrument every layer for directional ablation too (a little slower per step). */
+  ablation?: boolean;
 }
+
+/** Per-token projections of a text read by the unsteered model, or of token ids with their context. */
+export type ProjectTokensRequest = Omit<ProjectionRequest, 'tokenIds' | 'contextIds'> &
+  ({ text: string } | Pick<ProjectionRequest, 'tokenIds' | 'contextIds'>);
 
 export interface CaptureTextRequest {
   /** Raw texts, or chat conversations rendered with the chat template. */
@@ -67,11 +78,22 @@ export interface TillerEngine {
   /** Directions at every layer from a contrastive set, as a vector file ready to save or steer with. */
   extract(jobId: string, request: ExtractRequest, onProgress?: (stage: ExtractStage, done: number, total: number) => void): Promise<VectorFile>;
   nextTokens(jobId: string, request: NextTokenRequest): Promise<NextToken[][]>;
+  /** Reloads the loaded model instrumented for ablation too (from the browser's cache where it was cached). */
+  enableAblation(jobId: string, onProgress?: (p: FileProgress) => void): Promise<ModelInfo>;
+  /** The persona meter: each token's residual at a layer projected on a direction. */
+  projectTokens(jobId: string, request: ProjectTokensRequest): Promise<TokenProjection[]>;
+  /** The tokens whose logits a direction raises and lowers most, through the final norm and LM head. */
+  logitLens(jobId: string, direction: ArrayLike<number>, top?: number): Promise<LogitLens>;
+  /** Trait and coherence of short continuations over layers × strengths. */
+  strengthMap(jobId: string, request: StrengthMapRequest, onProgress?: (done: number, total: number) => void): Promise<StrengthMapCell[]>;
   /** Model files kept by the browser (undefined where there is no Cache Storage, e.g. Node). */
   cacheInfo(): Promise<CacheInfo | undefined>;
-  clearCache(): Promise<void>;
+  /** Removes cached model files: all, or (keepCurrent) all but the loaded model's. */
+  clearCache(options?: { keepCurrent?: boolean }): Promise<void>;
   cancel(jobId: string): void;
   unload(): Promise<void>;
+  /** Called when the engine had to move the model to another backend (the GPU was lost), with what happened. */
+  onBackendChange(listener: (message: string, info: ModelInfo) => void): void;
 }
 
 export function createEngine(): TillerEngine {
@@ -101,7 +123,29 @@ export function createEngine(): TillerEngine {
   const cancelAll = () => {
     for (const controller of jobs.values()) controller.abort();
   };
+  // A lost GPU takes the WebGPU session with it: the last load is repeated on WASM, so the app stays usable.
+  let lastLoad: LoadRequest | undefined;
+  const backendListeners: ((message: string, info: ModelInfo) => void)[] = [];
+  const recoverFrom = async (error: unknown, signal: AbortSignal): Promise<unknown> => {
+    if (!(error instanceof DeviceLostError) || !lastLoad) return error;
+    const request = lastLoad;
+    await model?.dispose().catch(() => undefined); // the session's GPU buffers went with the device
+    model = undefined;
+    model = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: 'wasm', signal, allowLargeModel: true, ablation: request.ablation });
+    const message = `${error.message}. ${model.id} was reloaded on WASM (slower, but it works): the work was stopped and restarts there.`;
+    for (const listener of backendListeners) listener(message, model.info);
+    return new BackendSwitchedError(message);
+  };
+  const withModelJob = <T>(jobId: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> =>
+    withJob(jobId, async (signal) => {
+      try {
+        return await run(signal);
+      } catch (error) {
+        throw await recoverFrom(error, signal);
+      }
+    });
   let lastCacheError: string | undefined;
+  let currentUrlPrefix: string | undefined;
   const fetchModelFile = browserCacheAvailable()
     ? cachingFetch(globalThis.fetch, (error) => (lastCacheError = error.message))
     : globalThis.fetch;
@@ -122,7 +166,14 @@ export function createEngine(): TillerEngine {
         // Release the old model first: on WASM both would share one heap while the new one loads.
         await model?.dispose();
         model = undefined;
-        model = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: request.backend, onProgress, signal });
+        const source = sourceFor(request.location);
+        // Where the model's files live in the cache, so that "clear old models" can keep them.
+        const urlPrefix = source instanceof HubSource || source instanceof FolderUrlSource ? source.urlFor('config.json').slice(0, -'config.json'.length) : undefined;
+        model = await loadModel(source, {
+          dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
+        });
+        lastLoad = request;
+        currentUrlPrefix = urlPrefix;
         return model.info;
       });
     },
@@ -135,10 +186,10 @@ export function createEngine(): TillerEngine {
       return tokenizer.encode(text);
     },
 
-    generate: (jobId, request, onToken) => withJob(jobId, (signal) => generate(loaded(), request, { onToken, signal })),
+    generate: (jobId, request, onToken) => withModelJob(jobId, (signal) => generate(loaded(), request, { onToken, signal })),
 
     captureHiddenStates: (jobId, request, onProgress) =>
-      withJob(jobId, (signal) => {
+      withModelJob(jobId, (signal) => {
         const current = loaded();
         const tokenizer = current.tokenizer;
         if (!tokenizer) throw new Error(`${current.id} has no tokenizer`);
@@ -151,28 +202,66 @@ export function createEngine(): TillerEngine {
       }),
 
     extract: (jobId, request, onProgress) =>
-      withJob(jobId, async (signal) => {
+      withModelJob(jobId, async (signal) => {
         const current = loaded();
-        const extraction = await extractDirections(current, request.set, { method: request.method, mode: request.mode }, { onProgress, signal });
+        // A cancelled answering stage ends its generations early and can fail later for want of answers: say cancelled.
+        const extraction = await extractDirections(current, request.set, { method: request.method, mode: request.mode }, { onProgress, signal })
+          .catch((error: unknown) => {
+            if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
+            throw error;
+          });
+        if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
         return vectorFileFromExtraction(extraction, current.info, request.preset);
       }),
 
-    nextTokens: (jobId, request) => withJob(jobId, () => nextTokens(loaded(), request)),
+    nextTokens: (jobId, request) => withModelJob(jobId, () => nextTokens(loaded(), request)),
+
+    enableAblation: (jobId, onProgress) =>
+      withJob(jobId, async (signal) => {
+        const current = loaded();
+        if (current.info.ablation || !lastLoad) return current.info;
+        const request: LoadRequest = { ...lastLoad, backend: current.backend, ablation: true };
+        await current.dispose();
+        model = undefined;
+        model = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: true, ablation: true });
+        lastLoad = request;
+        return model.info;
+      }),
+
+    projectTokens: (jobId, request) =>
+      withModelJob(jobId, () => {
+        const current = loaded();
+        if (!('text' in request)) return tokenProjections(current, request);
+        if (!current.tokenizer) throw new Error(`${current.id} has no tokenizer`);
+        // A leading BOS is read but not measured: its residual is an outlier in every model.
+        const ids = current.tokenizer.encode(request.text);
+        const context = ids.length > 1 && ids[0] === current.tokenizer.bosTokenId ? 1 : 0;
+        return tokenProjections(current, { ...request, contextIds: ids.slice(0, context), tokenIds: ids.slice(context) });
+      }),
+
+    logitLens: (jobId, direction, top) => withModelJob(jobId, () => directionLogitLens(loaded(), direction, top)),
+
+    strengthMap: (jobId, request, onProgress) => withModelJob(jobId, (signal) => strengthMap(loaded(), request, { onProgress, signal })),
 
     cacheInfo: async () => {
       const size = await modelCacheSize();
       return size && { ...size, lastError: lastCacheError };
     },
 
-    clearCache: async () => {
-      await clearModelCache();
+    clearCache: async (options) => {
+      await clearModelCache(options?.keepCurrent ? currentUrlPrefix : undefined);
       lastCacheError = undefined;
     },
 
     cancel: (jobId) => jobs.get(jobId)?.abort(),
 
+    onBackendChange: (listener) => {
+      backendListeners.push(listener);
+    },
+
     unload: () => {
       cancelAll();
+      lastLoad = undefined;
       return withJob('unload', async () => {
         await model?.dispose();
         model = undefined;

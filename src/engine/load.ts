@@ -17,6 +17,12 @@ export interface LoadOptions {
   backend?: Backend | 'auto';
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
+  /** Load even when the memory estimate exceeds the device's budget. */
+  allowLargeModel?: boolean;
+  /** Bytes this device can spend on a model; default: from navigator.deviceMemory (browsers), none in Node. */
+  memoryBudget?: number;
+  /** Also instrument every layer for directional ablation (off by default: it costs a little per step). */
+  ablation?: boolean;
 }
 
 export interface PreparedGraph {
@@ -26,12 +32,14 @@ export interface PreparedGraph {
   instrumentation: Instrumentation;
 }
 
-/** Analyse and instrument one .onnx file; `readExternal` fetches each data file the graph names. */
+/** Analyse and instrument one .onnx file; `readExternal` fetches each data file the graph names. With
+ *  `ablation`, every layer also gets an ablation input (a few small ops per layer and step). */
 export async function prepareGraph(
   bytes: Uint8Array,
   fileName: string,
   readExternal: (location: string) => Promise<Uint8Array>,
   hints: AnalysisHints = {},
+  ablation = false,
 ): Promise<PreparedGraph> {
   const model = parseModel(bytes, fileName);
   const analysis = analyseGraph(model, { ...hints, fileName });
@@ -40,14 +48,16 @@ export async function prepareGraph(
     externalData.push({ path: location, data: await readExternal(location) });
   }
   const baseName = fileName.split('/').pop()!;
-  const surgery = instrumentModel(model, analysis, { fileName: baseName });
+  const surgery = instrumentModel(model, analysis, { fileName: baseName, ablateLayers: ablation ? analysis.layers.map((site) => site.layer) : [] });
   // Embedded weights now live in the original bytes, referenced as external data: no second copy.
   if (surgery.selfReference) externalData.push({ path: surgery.selfReference, data: bytes });
   return {
     analysis,
     graph: surgery.bytes,
     externalData,
-    instrumentation: { steeringInputs: surgery.steeringInputs, hiddenOutputs: surgery.hiddenOutputs, logitsFrom: surgery.logitsFrom },
+    instrumentation: {
+      steeringInputs: surgery.steeringInputs, ablationInputs: surgery.ablationInputs, hiddenOutputs: surgery.hiddenOutputs, logitsFrom: surgery.logitsFrom,
+    },
   };
 }
 
@@ -85,9 +95,86 @@ export interface ModelGraphFiles {
   readExternal: (location: string) => Promise<Uint8Array>;
 }
 
+// ---- memory: estimated from config.json, before anything large is downloaded ----
+
+/** Bytes per weight of the big matrices, and of the embedding (quantised exports keep it in fp32 or fp16). */
+const WEIGHT_BYTES: Record<Dtype, { matrix: number; embedding: number }> = {
+  fp32: { matrix: 4, embedding: 4 },
+  fp16: { matrix: 2, embedding: 2 },
+  q8: { matrix: 1, embedding: 4 },
+  int8: { matrix: 1, embedding: 4 },
+  uint8: { matrix: 1, embedding: 4 },
+  // 4 bits plus a scale per block of 32.
+  q4: { matrix: 0.56, embedding: 4 },
+  q4f16: { matrix: 0.56, embedding: 2 },
+  bnb4: { matrix: 0.56, embedding: 4 },
+};
+/** ONNX Runtime's WASM build has a 32-bit heap: the weights and the run's buffers must fit in 4 GiB. */
+const WASM_HEAP_BYTES = 4 * 1024 ** 3;
+
+const positive = (value: unknown): number | undefined => (typeof value === 'number' && value > 0 ? value : undefined);
+
+export interface MemoryEstimate {
+  parameters: number;
+  /** The weights as downloaded. */
+  weightBytes: number;
+  /** The most memory a load holds at once: the downloaded bytes and ONNX Runtime's copy of them. */
+  peakBytes: number;
+}
+
+/** Parameter count and bytes of a decoder from its config.json (a Llama-style gated MLP), or undefined if the config lacks sizes. */
+export function estimateModelMemory(config: ModelConfig, dtype: Dtype): MemoryEstimate | undefined {
+  const hidden = positive(config.hidden_size);
+  const layers = positive(config.num_hidden_layers);
+  const vocab = positive(config.vocab_size);
+  if (!hidden || !layers || !vocab) return undefined;
+  const heads = positive(config.num_attention_heads) ?? 1;
+  const headDim = positive(config.head_dim) ?? hidden / heads;
+  const kvHeads = positive(config.num_key_value_heads) ?? heads;
+  const intermediate = positive(config.intermediate_size) ?? 4 * hidden;
+  const attention = 2 * hidden * heads * headDim + 2 * hidden * kvHeads * headDim;
+  const matrices = layers * (attention + 3 * hidden * intermediate);
+  const embeddings = vocab * hidden * (config.tie_word_embeddings === false ? 2 : 1);
+  const bytes = WEIGHT_BYTES[dtype];
+  const weightBytes = Math.round(matrices * bytes.matrix + embeddings * bytes.embedding);
+  return { parameters: matrices + embeddings, weightBytes, peakBytes: 2 * weightBytes };
+}
+
+/** What a tab may use: half the device's memory (navigator.deviceMemory, in GiB), and within WASM's heap on WASM. */
+export function deviceMemoryBudget(backend: Backend): number | undefined {
+  const gib = (globalThis as { navigator?: { deviceMemory?: number } }).navigator?.deviceMemory;
+  const device = typeof gib === 'number' && gib > 0 ? (gib * 1024 ** 3) / 2 : undefined;
+  return backend === 'wasm' && device !== undefined ? Math.min(device, WASM_HEAP_BYTES) : device;
+}
+
+/** The estimate exceeds what this device can hold: nothing large was downloaded yet. */
+export class ModelTooLargeError extends Error {
+  override name = 'ModelTooLargeError';
+}
+
+const count = (n: number) => (n < 1e9 ? `${Number((n / 1e6).toPrecision(2))}M` : `${Number((n / 1e9).toPrecision(2))}B`);
+const gigabytes = (bytes: number) => (bytes < 1e9 ? `${Math.ceil(bytes / 1e6)} MB` : `${(bytes / 1e9).toFixed(1)} GB`);
+
+function checkMemory(config: ModelConfig, dtype: Dtype, backend: Backend, id: string, budget: number | undefined): void {
+  const estimate = estimateModelMemory(config, dtype);
+  if (!estimate || budget === undefined || estimate.peakBytes <= budget) return;
+  throw new ModelTooLargeError(
+    `${id} (${dtype}, about ${count(estimate.parameters)} parameters) needs about ${gigabytes(estimate.peakBytes)} of memory ` +
+      `while loading (${gigabytes(estimate.weightBytes)} of weights), more than this device can spare on ${backend} (about ${gigabytes(budget)}). ` +
+      'Nothing large was downloaded. Choose a smaller model or a smaller variant (q4), or load it anyway if you know the device has the memory.',
+  );
+}
+
 export async function readModelGraph(
   source: ModelSource,
-  options: { dtype?: Dtype; preferred?: readonly Dtype[]; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
+  options: {
+    dtype?: Dtype;
+    preferred?: readonly Dtype[];
+    onProgress?: ProgressCallback;
+    signal?: AbortSignal;
+    /** Called with the config and the chosen dtype before the graph is downloaded; may throw to stop. */
+    beforeDownload?: (config: ModelConfig, dtype: Dtype) => void;
+  } = {},
 ): Promise<ModelGraphFiles> {
   const { onProgress, signal } = options;
   const configBytes = await source.readOptionalFile('config.json', onProgress, signal);
@@ -98,6 +185,7 @@ export async function readModelGraph(
   }
   const config = textConfigOf(decodeJson(configBytes, 'config.json', source.id));
   const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, options.preferred);
+  options.beforeDownload?.(config, dtype);
   const file = onnxFileForDtype(dtype);
   const bytes = await source.readFile(file, onProgress, signal).catch((error: unknown) => {
     if (error instanceof ModelFileError && error.kind === 'missing' && !options.dtype) {
@@ -131,6 +219,9 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   }
   const { config, file, bytes, readExternal } = await readModelGraph(source, {
     dtype: options.dtype, preferred: dtypePreference(backend, shaderF16), onProgress, signal,
+    beforeDownload: (config, dtype) => {
+      if (!options.allowLargeModel) checkMemory(config, dtype, backend, source.id, options.memoryBudget ?? deviceMemoryBudget(backend));
+    },
   });
   const readJson = async (name: string) => {
     const json = await source.readOptionalFile(name, onProgress, signal);
@@ -148,7 +239,8 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
       })
     : undefined;
 
-  const prepared = await prepareGraph(bytes, file, readExternal, { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size });
+  const hints = { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size };
+  const prepared = await prepareGraph(bytes, file, readExternal, hints, options.ablation);
   const session = await openSession(prepared, backend);
   return new SteerableModel(
     source.id, file, session, prepared.analysis, prepared.instrumentation,

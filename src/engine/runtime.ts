@@ -21,6 +21,7 @@ interface GpuLike {
 }
 
 export async function detectBackends(): Promise<BackendSupport> {
+  if (deviceLoss !== undefined) return { webgpu: false, shaderF16: false };
   const gpu = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator?.gpu;
   if (!gpu) return { webgpu: false, shaderF16: false };
   try {
@@ -65,8 +66,68 @@ export interface SessionFiles {
   externalData: { path: string; data: Uint8Array }[];
 }
 
+/** The GPU device ONNX Runtime ran on went away (destroyed, driver reset, GPU unplugged): WebGPU cannot be used again in this page. */
+export class DeviceLostError extends Error {
+  override name = 'DeviceLostError';
+}
+
+interface GpuDeviceLike {
+  lost: Promise<{ reason?: string; message?: string }>;
+}
+
+/** How long a failed WebGPU run waits for the device to report that it was lost, before reporting its own error. */
+const LOSS_REPORT_WAIT_MS = 1000;
+
+/** Why ORT's WebGPU device was lost, once it has been; a promise that settles then, for runs that would otherwise wait forever. */
+let deviceLoss: string | undefined;
+let deviceLost: Promise<never> | undefined;
+
+/** ONNX Runtime creates its one GPUDevice with the first WebGPU session and never replaces it. */
+async function watchDeviceLoss(): Promise<void> {
+  if (deviceLost) return;
+  const device = (await ort.env.webgpu.device) as unknown as GpuDeviceLike | undefined;
+  if (!device?.lost) return;
+  deviceLost = device.lost.then((info) => {
+    deviceLoss = [info.reason, info.message].filter(Boolean).join(': ') || 'unknown reason';
+    throw lostError();
+  });
+  deviceLost.catch(() => undefined);
+}
+
+/** Work stopped because the GPU was lost, and the model now runs on WASM instead: the same request can be sent again. */
+export class BackendSwitchedError extends Error {
+  override name = 'BackendSwitchedError';
+}
+
+const lostError = () =>
+  new DeviceLostError(`the WebGPU device was lost (${deviceLoss}); WebGPU cannot be used again until the page is reloaded`);
+
+/**
+ * session.run, except that on WebGPU a lost device turns into a DeviceLostError: before the run, when the
+ * run fails, or when the device goes away while the run waits for the GPU (it might never finish then).
+ */
+export async function runSession(
+  session: ort.InferenceSession,
+  backend: Backend,
+  feeds: ort.InferenceSession.FeedsType,
+  fetches: string[],
+): Promise<ort.InferenceSession.ReturnType> {
+  if (backend !== 'webgpu') return session.run(feeds, fetches);
+  if (deviceLoss !== undefined) throw lostError();
+  try {
+    return await (deviceLost ? Promise.race([session.run(feeds, fetches), deviceLost]) : session.run(feeds, fetches));
+  } catch (error) {
+    // A destroyed device fails the run first ("buffer was unmapped…") and reports its loss a moment later.
+    if (deviceLoss === undefined && deviceLost) {
+      await Promise.race([deviceLost.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, LOSS_REPORT_WAIT_MS))]);
+    }
+    throw deviceLoss !== undefined ? lostError() : error;
+  }
+}
+
 export async function createSession(files: SessionFiles, backend: Backend, gpuOutputs: string[]): Promise<ort.InferenceSession> {
   configureOnce();
+  if (backend === 'webgpu' && deviceLoss !== undefined) throw lostError();
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: [backend],
     externalData: files.externalData,
@@ -75,5 +136,7 @@ export async function createSession(files: SessionFiles, backend: Backend, gpuOu
   if (backend === 'webgpu') {
     options.preferredOutputLocation = Object.fromEntries(gpuOutputs.map((name) => [name, 'gpu-buffer' as const]));
   }
-  return ort.InferenceSession.create(files.graph, options);
+  const session = await ort.InferenceSession.create(files.graph, options);
+  if (backend === 'webgpu') await watchDeviceLoss();
+  return session;
 }

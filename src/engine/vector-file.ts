@@ -3,7 +3,7 @@
  * says which model, prompts and method made it. Validated on the way in: a wrong file is refused with the
  * field named, and a vector for another model is refused before it steers anything.
  */
-import type { DirectionMethod } from './directions.ts';
+import type { DirectionMethod, ExampleProjections } from './directions.ts';
 import type { ExtractionMode, Extraction } from './extract.ts';
 import type { ControlVector } from './gguf.ts';
 
@@ -16,6 +16,8 @@ export interface VectorDirection {
   meanResidualNorm?: number;
   auroc?: number;
   separation?: number;
+  /** The contrastive examples' projections on the unit direction (fitted and held out), when extracted. */
+  projections?: ExampleProjections;
 }
 
 export interface VectorFile {
@@ -51,8 +53,8 @@ export function vectorFileFromExtraction(
     promptSetHash: extraction.promptSetHash,
     created: new Date().toISOString(),
     recommendedLayer: extraction.recommendedLayer,
-    directions: extraction.layers.map(({ layer, direction, norm, meanResidualNorm, auroc, separation }) => ({
-      layer, vector: direction, norm, meanResidualNorm, auroc, separation,
+    directions: extraction.layers.map(({ layer, direction, norm, meanResidualNorm, auroc, separation, projections }) => ({
+      layer, vector: direction, norm, meanResidualNorm, auroc, separation, projections,
     })),
   };
 }
@@ -126,6 +128,12 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
       if (!isNumber(value) || (positive && (value as number) <= 0)) fail(at(field), positive ? 'must be a positive number' : 'must be a number');
       return value as number;
     };
+    const projections = entry.projections;
+    if (projections !== undefined) {
+      const lists = ['positive', 'negative', 'heldOutPositive', 'heldOutNegative'];
+      const valid = isObject(projections) && lists.every((list) => Array.isArray(projections[list]) && (projections[list] as unknown[]).every(isNumber));
+      if (!valid) fail(at('projections'), `must be an object of number lists (${lists.join(', ')})`);
+    }
     return {
       layer: layer as number,
       vector,
@@ -133,6 +141,7 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
       meanResidualNorm: number('meanResidualNorm', true),
       auroc: number('auroc', false),
       separation: number('separation', false),
+      projections: projections as ExampleProjections | undefined,
     };
   });
   const recommendedLayer = optional<number>('recommendedLayer', (v) => Number.isInteger(v) && layersSeen.has(v as number), 'must be one of the layers in "directions"');

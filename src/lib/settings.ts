@@ -24,10 +24,19 @@ export interface Settings {
   maxNewTokens: number;
   steerPrompt: boolean;
   sweep: boolean;
+  /** Add the direction, or remove its component from the residual (ablate) over a range of layers. */
+  operation: 'add' | 'ablate';
+  ablateFrom: number | undefined;
+  ablateTo: number | undefined;
+  /** A second direction's preset (empty: none) and its strength, set with the 2-D pad. */
+  presetB: string;
+  strengthB: number;
+  /** Colour generated tokens by the persona meter. */
+  meter: boolean;
 }
 
 /** What the steering panel sets and every generation reads. */
-export type SteeringSettings = Pick<Settings, 'layer' | 'strength' | 'steerPrompt' | 'sweep' | 'temperature' | 'topP' | 'seed' | 'maxNewTokens'>;
+export type SteeringSettings = Pick<Settings, 'layer' | 'strength' | 'steerPrompt' | 'sweep' | 'temperature' | 'topP' | 'seed' | 'maxNewTokens' | 'operation' | 'ablateFrom' | 'ablateTo' | 'strengthB'>;
 
 export const DEFAULT_HUB = 'https://huggingface.co';
 
@@ -47,6 +56,12 @@ export const DEFAULT_SETTINGS: Settings = {
   maxNewTokens: 48,
   steerPrompt: true,
   sweep: false,
+  operation: 'add',
+  ablateFrom: undefined,
+  ablateTo: undefined,
+  presetB: '',
+  strengthB: 0,
+  meter: true,
 };
 
 export const SETTINGS_KEY = 'tiller.settings';
@@ -72,6 +87,12 @@ const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
   maxNewTokens: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4096,
   steerPrompt: (v) => typeof v === 'boolean',
   sweep: (v) => typeof v === 'boolean',
+  operation: (v) => v === 'add' || v === 'ablate',
+  ablateFrom: (v) => v === undefined || v === null || (Number.isInteger(v) && (v as number) >= 0),
+  ablateTo: (v) => v === undefined || v === null || (Number.isInteger(v) && (v as number) >= 0),
+  presetB: (v) => typeof v === 'string',
+  strengthB: (v) => typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= 10,
+  meter: (v) => typeof v === 'boolean',
 };
 
 export class SettingsError extends Error {}

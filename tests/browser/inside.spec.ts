@@ -1,20 +1,15 @@
 import { type Page, expect, test } from '@playwright/test';
+import { finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
 
 // The "see inside" views in the playground, on both shared models: the persona meter on generations and
 // on pasted text, the separation strip, the logit lens, the next-token chart following the slider, the
 // layer × strength map (a click applies its cell), ablation, and two directions on the 2-D pad.
 const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
-const generations = (page: Page) => page.getByTestId('generations');
-const finishedRuns = async (page: Page) => Number(await generations(page).getAttribute('data-finished'));
 
 async function loadAndCompute(page: Page, model: string, layers: number) {
   await page.setViewportSize({ width: 1400, height: 1000 });
   await page.goto('/');
-  await expect(page.getByRole('option', { name: model })).toBeAttached({ timeout: 20_000 });
-  await page.getByRole('combobox', { name: 'Model' }).selectOption(model);
-  await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
-  await page.getByRole('button', { name: 'Load model' }).click();
-  await expect(page.getByTestId('model-info')).toContainText(`${model}: ${layers} layers`, { timeout: 60_000 });
+  await loadLocalModel(page, model, 'wasm', layers);
   await page.getByRole('button', { name: 'Compute direction' }).click();
   await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
 }

@@ -1,6 +1,7 @@
 import { type Download, type Page, expect, test } from '@playwright/test';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
 import { startHubServer } from '../support/hub-server.ts';
+import { finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
 
 // `TILLER_SCREENSHOTS=1 npx playwright test` refreshes the pictures in docs/; ordinary runs leave them alone.
 const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
@@ -9,11 +10,6 @@ const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
 // while the baseline (same seed) stays identical; reload and a shared link bring the configuration back.
 
 const prompt = (page: Page) => page.getByRole('textbox', { name: 'Prompt', exact: true });
-const generations = (page: Page) => page.getByTestId('generations');
-
-async function finishedRuns(page: Page): Promise<number> {
-  return Number(await generations(page).getAttribute('data-finished'));
-}
 
 /** Waits until a run newer than `after` has finished, and returns the columns' texts. */
 async function nextRun(page: Page, after: number, timeout = 120_000) {
@@ -26,14 +22,7 @@ async function nextRun(page: Page, after: number, timeout = 120_000) {
   };
 }
 
-async function loadStories(page: Page, backend: 'wasm' | 'webgpu') {
-  await expect(page.getByRole('option', { name: 'stories260K-hf' })).toBeAttached({ timeout: 20_000 });
-  await page.getByRole('combobox', { name: 'Model' }).selectOption('stories260K-hf');
-  await page.getByRole('combobox', { name: 'Backend' }).selectOption(backend);
-  await page.getByRole('button', { name: 'Load model' }).click();
-  await expect(page.getByTestId('model-info')).toContainText(`stories260K-hf: 5 layers`, { timeout: 60_000 });
-  await expect(page.getByTestId('model-info')).toContainText(backend);
-}
+const loadStories = (page: Page, backend: 'wasm' | 'webgpu') => loadLocalModel(page, 'stories260K-hf', backend, 5);
 
 for (const backend of ['wasm', 'webgpu'] as const) {
   test(`load, compute a direction, drag the strength: steered text changes, baseline stays (${backend})`, async ({ page, browser }) => {

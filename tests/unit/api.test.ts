@@ -70,5 +70,25 @@ describe('the engine API the worker exposes', () => {
     expect(sad[0].logit).not.toBe(plain[0].logit);
     expect(await engine.cacheInfo()).toBeUndefined(); // Node has no Cache Storage
   });
+
+  it('reads pasted text with the meter (BOS read, not measured), and reloads the same model for ablation', async () => {
+    const file = await engine.extract('extract', { set: contrastiveSetOf(presetById('happy-sad-stories')) });
+    const direction = file.directions[file.recommendedLayer!];
+    const text = 'Tom was very sad.';
+    const meter = await engine.projectTokens('meter', { text, layer: direction.layer, direction: direction.vector });
+    expect(meter.map((t) => t.text).join('')).toBe(text);
+    expect(meter.map((t) => t.id)).toEqual(engine.tokenize(text).slice(1));
+
+    expect(engine.info()?.ablation).toBe(false);
+    const generated = await engine.generate('a', { prompt: 'Lily', maxNewTokens: 8, rows: [[]] });
+    const info = await engine.enableAblation('load');
+    expect(info).toMatchObject({ ablation: true, id: engine.info()!.id, layerCount: 5 });
+    // The same model: unsteered text is unchanged, and ablation now runs.
+    const again = await engine.generate('a', { prompt: 'Lily', maxNewTokens: 8, rows: [[], [{ layer: direction.layer, vector: direction.vector, operation: 'ablate' }]] });
+    expect(again.rows[0].text).toBe(generated.rows[0].text);
+    expect(again.rows[1].tokenIds).toHaveLength(8);
+    const lens = await engine.logitLens('lens', direction.vector, 4);
+    expect(lens.raised).toHaveLength(4);
+  });
 });
 

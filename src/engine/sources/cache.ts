@@ -1,6 +1,7 @@
 /**
- * Model files kept in the browser's Cache Storage, so the second load of a model makes no requests and
- * works offline. Only complete, successful, non-HTML answers are stored; a full disk never stops a load.
+ * Model files kept in the browser's Cache Storage, so the second load of a model makes no requests for its
+ * files and works offline. Only complete, successful, non-HTML answers are stored (and 404s, as the memory
+ * that an optional file does not exist); a full disk never stops a load.
  */
 
 export const MODEL_CACHE = 'tiller-models';
@@ -9,6 +10,7 @@ interface CacheLike {
   match(url: string): Promise<Response | undefined>;
   put(url: string, response: Response): Promise<void>;
   keys(): Promise<readonly { url: string }[]>;
+  delete(url: string): Promise<boolean>;
 }
 interface CacheStorageLike {
   open(name: string): Promise<CacheLike>;
@@ -19,6 +21,18 @@ const cacheStorage = (): CacheStorageLike | undefined => (globalThis as { caches
 
 export const browserCacheAvailable = (): boolean => cacheStorage() !== undefined;
 
+/** Writes still under way: a full disk may refuse one after the model has loaded, so reports wait for them. */
+const pendingWrites = new Set<Promise<void>>();
+
+/** What went wrong storing a file, in words for the person (a full disk is the usual case). */
+function cacheProblem(url: string, error: Error): Error {
+  const file = url.split('/').slice(-2).join('/');
+  const full = error.name === 'QuotaExceededError' || /quota/i.test(error.message);
+  return new Error(full
+    ? `the browser's storage for this site is full (${file} did not fit)`
+    : `${file} could not be stored (${error.message})`);
+}
+
 /** A fetch that answers from the cache when it can and stores what it downloads. */
 export function cachingFetch(fetchImpl: typeof globalThis.fetch, onCacheError?: (error: Error) => void): typeof globalThis.fetch {
   return async (input, init) => {
@@ -26,12 +40,27 @@ export function cachingFetch(fetchImpl: typeof globalThis.fetch, onCacheError?: 
     const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
     const cache = storage ? await storage.open(MODEL_CACHE).catch(() => undefined) : undefined;
     const hit = await cache?.match(url);
-    if (hit) return hit;
-    const response = await fetchImpl(input, init);
+    if (hit?.ok) return hit;
+    let response: Response;
+    try {
+      response = await fetchImpl(input, init);
+    } catch (error) {
+      // Offline: an optional file known to be missing (chat_template.jinja, say) is still missing.
+      if (hit) return hit;
+      throw error;
+    }
     const html = response.headers.get('content-type')?.includes('text/html');
-    if (cache && response.ok && !html) {
-      // A cut-off body makes put() reject, so a broken download is never stored.
-      cache.put(url, response.clone()).catch((error: Error) => onCacheError?.(error));
+    // Missing files are remembered too, so that a model loads offline; online they are asked for again.
+    if (cache && response.status === 404) {
+      cache.put(url, response.clone()).catch(() => undefined);
+    } else if (cache && response.ok && !html) {
+      // A cut-off or cancelled body makes put() reject (a TypeError or AbortError), so a broken download is never
+      // stored; the load itself reports those. Anything else, a full disk above all, is worth telling.
+      const write = cache.put(url, response.clone()).catch((error: Error) => {
+        if (error.name !== 'TypeError' && error.name !== 'AbortError') onCacheError?.(cacheProblem(url, error));
+      });
+      pendingWrites.add(write);
+      void write.finally(() => pendingWrites.delete(write));
     }
     return response;
   };
@@ -40,16 +69,29 @@ export function cachingFetch(fetchImpl: typeof globalThis.fetch, onCacheError?: 
 export async function modelCacheSize(): Promise<{ files: number; bytes: number } | undefined> {
   const storage = cacheStorage();
   if (!storage) return undefined;
+  await Promise.all(pendingWrites);
   const cache = await storage.open(MODEL_CACHE);
   let bytes = 0;
   const keys = await cache.keys();
+  let files = 0;
   for (const request of keys) {
     const response = await cache.match(request.url);
-    bytes += Number(response?.headers.get('content-length') ?? 0);
+    if (!response?.ok) continue;
+    files++;
+    bytes += Number(response.headers.get('content-length') ?? 0);
   }
-  return { files: keys.length, bytes };
+  return { files, bytes };
 }
 
-export async function clearModelCache(): Promise<void> {
-  await cacheStorage()?.delete(MODEL_CACHE);
+/** Removes every cached model file, or (with `keepPrefix`) all but those of the model at that URL. */
+export async function clearModelCache(keepPrefix?: string): Promise<void> {
+  const storage = cacheStorage();
+  if (!storage) return;
+  await Promise.all(pendingWrites);
+  if (keepPrefix === undefined) {
+    await storage.delete(MODEL_CACHE);
+    return;
+  }
+  const cache = await storage.open(MODEL_CACHE);
+  for (const request of await cache.keys()) if (!request.url.startsWith(keepPrefix)) await cache.delete(request.url);
 }

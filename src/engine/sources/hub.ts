@@ -69,7 +69,8 @@ abstract class HttpSource implements ModelSource {
     } catch (error) {
       if (signal?.aborted) throw abortedError(path, this.id);
       throw new ModelFileError('http', path,
-        `could not reach ${this.baseUrl} for ${path} of ${where} (${(error as Error).message}): check the connection and the Hub URL, then retry`);
+        `could not reach ${this.baseUrl} for ${path} of ${where} (${(error as Error).message}): this device may be offline, and this file ` +
+          'was never downloaded completely here (a model works offline after one complete download). Check the connection and the URL, then retry, or load a model downloaded before');
     }
     if (response.status === 404) {
       await response.body?.cancel();
