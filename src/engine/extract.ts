@@ -135,6 +135,7 @@ async function answerAll(
   const samples = { positive: [] as string[], negative: [] as string[] };
   const total = positivePrompts.length * 2;
   for (let q = 0; q < positivePrompts.length; q++) {
+    controls.signal?.throwIfAborted(); // a cancelled generation returns early; the remaining questions must not start
     const positiveAnswers = await answer(positivePrompts[q]);
     controls.onProgress?.('answering', 2 * q + 1, total);
     const negativeAnswers = await answer(negativePrompts[q]);
