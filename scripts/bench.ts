@@ -1,40 +1,89 @@
 /**
- * `npm run bench [-- --quick]`: side-by-side measurements in one run, in Node on ONNX Runtime's WASM backend.
- *  - load: parse + analysis + surgery, and session creation, vs a session from the unmodified file;
- *    peak RSS of each, each in a fresh process;
- *  - decode speed: greedy tokens/s of the unmodified graph, the instrumented graph at zero steering, and
- *    the instrumented graph with one layer steered; the ratio instrumented/unmodified (target ≥ 0.97);
- *  - k = 1, 2, 4, 8 strengths as rows of one batch vs k separate runs (target: 4 rows ≤ 1.6× one row);
- *  - hidden-state capture throughput, batched vs one prompt at a time.
+ * `npm run bench [-- --quick]`: side-by-side measurements in one run (scripts/bench-measure.ts), in Node on
+ * ONNX Runtime Web's WASM backend and in headless Chromium (WASM, and WebGPU on the software adapter):
+ *  1. steering overhead: tokens/s of the instrumented graph with one layer steered / the unmodified graph;
+ *  2. our generation loop vs Transformers.js generate() on the same model, backend and greedy settings;
+ *  3. k = 1, 2, 4, 8 strengths as rows of one batch vs one row;
+ *  4. hidden-state capture throughput, batched vs one prompt at a time;
+ *  5. load (Node, fresh processes): parse + analysis + surgery + session vs a session from the unmodified
+ *     file, with peak RSS, and what the engine hands ONNX Runtime (no second copy of the weights).
+ * Models: the shared test models, and (full run) SmolLM2-135M-shaped decoders with random weights in both
+ * export flavours (tests/support/synthetic-decoder.ts), cached in .cache/bench-models/. Where a target is
+ * missed, a per-operator ONNX Runtime profile of 1 vs 4 rows says where the time goes.
  * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
+ * --quick: Node only, shared models only, few steps (the CI smoke test). --models a,b and
+ * --backends node-wasm,chromium-wasm,chromium-webgpu run a subset.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { openCheckPair } from '../src/engine/check.ts';
 import { openSession, prepareGraph } from '../src/engine/load.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
-import { createSession } from '../src/engine/runtime.ts';
-import { captureHiddenStates } from '../src/engine/hidden-states.ts';
-import { createRng } from '../src/engine/sampling.ts';
-import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
-import { SHARED, sharedGraphPath } from '../tests/support/paths.ts';
+import { createSession, ort } from '../src/engine/runtime.ts';
+import { SteerableModel } from '../src/engine/steerable-model.ts';
+import type { ModelConfig } from '../src/engine/steerable-model.ts';
+import { SMOLLM2_135M, writeSyntheticModel } from '../tests/support/synthetic-decoder.ts';
+import { sharedModel } from '../tests/support/paths.ts';
+import { type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, median } from './bench-measure.ts';
+import { type TransformersModelOptions, transformersGenerator } from './bench-transformers.ts';
+import type { ChromiumRun } from './bench-chromium.ts';
 
-type ModelName = keyof typeof SHARED;
 const quick = process.argv.includes('--quick');
-const steps = quick ? 16 : 128;
-const repeats = quick ? 1 : 5;
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** One folder of model folders: the synthetic ones, and links to the shared ones (served as /models/ to the page). */
+const modelsRoot = path.join(root, '.cache/bench-models');
 
-function readGraph(name: ModelName) {
-  const file = sharedGraphPath(name);
+const SHARED_MODELS: BenchModel[] = [
+  { folder: 'stories260K-hf', file: 'onnx/model.onnx', dtype: 'fp32', description: 'torch export, fp32, 5 layers, hidden 64, vocab 512', synthetic: false },
+  {
+    folder: 'tiny-random-llama-builder-fp16', file: 'onnx/model_fp16.onnx', dtype: 'fp16', externalData: { name: 'model.onnx.data', path: 'onnx/model.onnx.data' },
+    description: 'builder export, fp16, 2 layers, hidden 16, vocab 32000', synthetic: false,
+  },
+];
+const SHAPE = 'SmolLM2-135M shape: 30 layers, hidden 576, 9/3 heads, vocab 49152, random weights';
+const SYNTHETIC_MODELS: BenchModel[] = [
+  { folder: 'smollm2-135m-shape-torch', file: 'onnx/model.onnx', dtype: 'fp32', description: `torch export, fp32 (${SHAPE})`, synthetic: true },
+  {
+    folder: 'smollm2-135m-shape-builder', file: 'onnx/model_fp16.onnx', dtype: 'fp16', externalData: { name: 'model_fp16.onnx_data', path: 'onnx/model_fp16.onnx_data' },
+    description: `builder export, fp16, GroupQueryAttention (${SHAPE})`, synthetic: true,
+  },
+];
+
+const PLANS = {
+  shared: quick
+    ? { steps: 16, repeats: 1, batchRows: [1, 2, 4, 8], capturePrompts: 8, generateTokens: 16 }
+    : { steps: 128, repeats: 5, batchRows: [1, 2, 4, 8], capturePrompts: 32, generateTokens: 64 },
+  synthetic: { steps: 32, repeats: 5, batchRows: [1, 2, 4, 8], capturePrompts: 16, generateTokens: 32 },
+  // The software WebGPU adapter is tens of times slower than WASM: fewer steps, fewer rounds.
+  webgpuShared: { steps: 32, repeats: 3, batchRows: [1, 2, 4, 8], capturePrompts: 8, generateTokens: 16 },
+  // A 135M model takes seconds per token there: only the steering overhead, over two steps.
+  webgpuSynthetic: { steps: 2, repeats: 1, batchRows: [1], capturePrompts: 0, generateTokens: 0, only: [] },
+} satisfies Record<string, BenchPlan>;
+
+function prepareModelsRoot(models: BenchModel[]): void {
+  mkdirSync(modelsRoot, { recursive: true });
+  for (const model of models) {
+    const folder = path.join(modelsRoot, model.folder);
+    if (model.synthetic) writeSyntheticModel(folder, SMOLLM2_135M, model.dtype === 'fp16' ? 'builder' : 'torch');
+    else if (!existsSync(folder)) symlinkSync(sharedModel(model.folder), folder, 'dir');
+  }
+}
+
+function readGraph(model: BenchModel) {
+  const file = path.join(modelsRoot, model.folder, model.file);
   const readExternal = async (location: string) => new Uint8Array(readFileSync(path.join(path.dirname(file), location)));
-  return { file, bytes: new Uint8Array(readFileSync(file)), readExternal };
+  const config = JSON.parse(readFileSync(path.join(modelsRoot, model.folder, 'config.json'), 'utf8')) as ModelConfig;
+  // No EOS: every generation runs its full length, as Transformers.js does under min_new_tokens.
+  delete config.eos_token_id;
+  return { file, bytes: new Uint8Array(readFileSync(file)), readExternal, config };
 }
 
 /** Child mode: load once, print timings and this process's peak RSS. */
-async function loadChild(name: ModelName, instrumented: boolean) {
-  const { file, bytes, readExternal } = readGraph(name);
+async function loadChild(model: BenchModel, instrumented: boolean) {
+  const { file, bytes, readExternal } = readGraph(model);
   const started = performance.now();
   if (instrumented) {
     const prepared = await prepareGraph(bytes, path.basename(file), readExternal);
@@ -44,136 +93,223 @@ async function loadChild(name: ModelName, instrumented: boolean) {
     const handedMb = (prepared.graph.length + prepared.externalData.reduce((sum, entry) => sum + entry.data.length, 0)) / 1e6;
     return { surgeryMs, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
   }
+  // Both sides read the external data files inside the timing (prepareGraph reads them too).
   const external = [];
   for (const location of externalDataFiles(parseModel(bytes, file))) external.push({ path: location, data: await readExternal(location) });
-  const afterPrepare = performance.now();
   await createSession({ graph: bytes, externalData: external }, 'wasm', []);
   const handedMb = (bytes.length + external.reduce((sum, entry) => sum + entry.data.length, 0)) / 1e6;
-  return { surgeryMs: 0, totalMs: performance.now() - afterPrepare, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
+  return { surgeryMs: 0, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
 }
 
-/** Decode steps per second (each step one token per row) after a short prompt, every row with its steering. */
-async function decodeStepsPerSecond(model: SteerableModel, rows: SteeringRow[] | undefined): Promise<number> {
-  const prompt = Array.from({ length: 8 }, (_, i) => 10 + i);
-  const batch = rows?.length ?? 1;
-  let result = await model.forward({ tokens: Array.from({ length: batch }, () => prompt), steering: rows, keepCache: true });
+/**
+ * Child mode: ONNX Runtime's own per-node profile of one-token steps of the instrumented graph with `rows`
+ * rows, which ORT Web prints as JSON events on stdout for the parent to read; returns the wall time per step.
+ */
+async function profileChild(model: BenchModel, rows: number, steps: number) {
+  const { file, bytes, readExternal, config } = readGraph(model);
+  const prepared = await prepareGraph(bytes, path.basename(file), readExternal);
+  // The engine's own session first sets ONNX Runtime up the engine's way (threads, compiler flags).
+  await (await openSession(prepared, 'wasm')).release();
+  const session = await ort.InferenceSession.create(prepared.graph, {
+    executionProviders: ['wasm'], externalData: prepared.externalData, graphOptimizationLevel: 'all', enableProfiling: true,
+  });
+  const steerable = new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
+  const layer = Math.floor(prepared.analysis.layerCount / 2);
+  const steering = Array.from({ length: rows }, (_, i) => [{ layer, vector: new Float32Array(prepared.analysis.hiddenSize).fill(0.01 * i) }]);
+  // One-token steps from the start, so every profiled run is a decode step.
+  let result = await steerable.forward({ tokens: Array.from({ length: rows }, () => [10]), steering, keepCache: true });
   const started = performance.now();
-  for (let step = 0; step < steps; step++) {
-    const logits = result.logits!;
-    const vocab = logits.length / batch;
-    const next = Array.from({ length: batch }, (_, row) => {
-      let best = row * vocab;
-      for (let i = best + 1; i < (row + 1) * vocab; i++) if (logits[i] > logits[best]) best = i;
-      return [best - row * vocab];
-    });
-    result = await model.forward({ tokens: next, past: result.cache, steering: rows, keepCache: true });
+  for (let step = 1; step < steps; step++) {
+    result = await steerable.forward({ tokens: Array.from({ length: rows }, () => [10 + step]), past: result.cache, steering, keepCache: true });
   }
-  model.releaseCache(result.cache);
-  return (steps * 1000) / (performance.now() - started);
+  const wallMsPerStep = (performance.now() - started) / (steps - 1);
+  session.endProfiling();
+  return { wallMsPerStep };
 }
 
-/** Prompts per second through hidden-state capture at every layer, in batches of `batchSize`. */
-async function capturePromptsPerSecond(model: SteerableModel, prompts: number[][], batchSize: number): Promise<number> {
-  const layers = model.analysis.layers.map((site) => site.layer);
-  const started = performance.now();
-  await captureHiddenStates(model, { prompts, layers, reduce: 'mean', batchSize });
-  return (prompts.length * 1000) / (performance.now() - started);
-}
+interface ProfileEvent { cat: string; name: string; dur: number; args?: { op_name?: string } }
 
-async function benchModel(name: ModelName) {
-  const script = process.argv[1];
-  const child = (mode: string) =>
-    JSON.parse(execFileSync(process.execPath, [...process.execArgv, script, '--child', name, mode], { encoding: 'utf8' }).trim().split('\n').pop()!);
-  const loadPlain = child('plain');
-  const loadInstrumented = child('instrumented');
-
-  const { bytes, readExternal, file } = readGraph(name);
-  const { original, instrumented, analysis } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm');
-  const layer = Math.floor(analysis.layerCount / 2);
-  const vector = Float32Array.from({ length: analysis.hiddenSize }, (_, i) => Math.sin(i) * 0.5);
-  // Rounds interleave the three variants so drift on a shared machine hits them alike; best round counts.
-  const variants = {
-    plain: () => decodeStepsPerSecond(original, undefined),
-    zero: () => decodeStepsPerSecond(instrumented, undefined),
-    steered: () => decodeStepsPerSecond(instrumented, [[{ layer, vector }]]),
-  };
-  const best = { plain: 0, zero: 0, steered: 0 };
-  for (let round = 0; round < repeats; round++) {
-    for (const [variant, run] of Object.entries(variants) as [keyof typeof best, () => Promise<number>][]) {
-      best[variant] = Math.max(best[variant], await run());
+/** Per-operator milliseconds per step (1 vs 4 rows) from ORT's profile, the step's run time, and JS time outside run(). */
+function profileBatching(model: BenchModel, steps = 24) {
+  const perRows = (rows: number) => {
+    // Megabytes of events: into a file, as ORT writes them synchronously and a pipe would refuse them (EAGAIN).
+    const eventsFile = path.join(modelsRoot, `profile-${model.folder}-${rows}.jsonl`);
+    const output = openSync(eventsFile, 'w');
+    execFileSync(process.execPath, [...process.execArgv, process.argv[1], '--child', 'profile', model.folder, String(rows), String(steps)],
+      { stdio: ['ignore', output, 'inherit'] });
+    closeSync(output);
+    const stdout = readFileSync(eventsFile, 'utf8');
+    const events: ProfileEvent[] = [];
+    for (const line of stdout.split('\n')) {
+      if (line.startsWith('{"cat"')) events.push(JSON.parse(line.replace(/,\s*$/, '')) as ProfileEvent);
     }
-  }
-  const [plainTps, zeroTps, steeredTps] = [best.plain, best.zero, best.steered];
-
-  // k strengths in one batch vs k separate runs: time of k rows relative to one row.
-  const batched: { rows: number; stepsPerSecond: number; timeVsOneRow: number; speedupVsSeparateRuns: number }[] = [];
-  for (const rows of [1, 2, 4, 8]) {
-    const strengths = Array.from({ length: rows }, (_, i) => [{ layer, vector: vector.map((v) => v * i) }]);
-    let bestRate = 0;
-    for (let round = 0; round < repeats; round++) bestRate = Math.max(bestRate, await decodeStepsPerSecond(instrumented, strengths));
-    const oneRow = batched[0]?.stepsPerSecond ?? bestRate;
-    batched.push({ rows, stepsPerSecond: bestRate, timeVsOneRow: oneRow / bestRate, speedupVsSeparateRuns: (rows * bestRate) / oneRow });
-  }
-
-  // Extraction throughput: 32 prompts of 8–24 tokens, batched (16) vs one at a time.
-  const random = createRng(7);
-  const vocab = instrumented.vocabSize;
-  const prompts = Array.from({ length: 32 }, () => Array.from({ length: 8 + Math.floor(random() * 17) }, () => Math.floor(random() * vocab)));
-  let capture = { batched: 0, single: 0 };
-  for (let round = 0; round < repeats; round++) {
-    capture = {
-      batched: Math.max(capture.batched, await capturePromptsPerSecond(instrumented, prompts, 16)),
-      single: Math.max(capture.single, await capturePromptsPerSecond(instrumented, prompts, 1)),
+    const { wallMsPerStep } = JSON.parse(stdout.trim().split('\n').pop()!) as { wallMsPerStep: number };
+    // The first run (the first token, which also warms up) is left out: the rest are decode steps.
+    const measured = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').slice(1);
+    const perStep = Math.max(1, measured.length);
+    const byOp = new Map<string, number>();
+    let runsEnded = 0;
+    for (const event of events) {
+      // A run's node events come before its model_run event, which is written when the run ends.
+      if (event.cat === 'Session' && event.name === 'model_run') runsEnded++;
+      if (event.cat !== 'Node' || runsEnded < 1 || !event.name.endsWith('_kernel_time')) continue;
+      const op = event.args?.op_name ?? 'unknown';
+      byOp.set(op, (byOp.get(op) ?? 0) + event.dur / 1000);
+    }
+    return {
+      rows,
+      wallMsPerStep,
+      runMsPerStep: measured.reduce((sum, e) => sum + e.dur / 1000, 0) / perStep,
+      operatorsMsPerStep: Object.fromEntries([...byOp].map(([op, ms]) => [op, ms / perStep] as const).sort((a, b) => b[1] - a[1])),
     };
-  }
+  };
+  const one = perRows(1);
+  const four = perRows(4);
+  return { one, four };
+}
+
+/** Transformers.js on the same ONNX Runtime Web (WASM) as the engine: handed over through the global symbol it checks. */
+async function nodeTransformers() {
+  (globalThis as Record<symbol, unknown>)[Symbol.for('onnxruntime')] = ort;
+  const transformers = await import('@huggingface/transformers');
+  transformers.env.allowRemoteModels = false;
+  transformers.env.allowLocalModels = true;
+  transformers.env.localModelPath = modelsRoot + path.sep;
+  transformers.env.useWasmCache = false;
+  transformers.env.useFSCache = false;
+  return transformers;
+}
+
+async function benchModelNode(model: BenchModel, plan: BenchPlan) {
+  const child = (mode: string) =>
+    JSON.parse(execFileSync(process.execPath, [...process.execArgv, process.argv[1], '--child', mode, model.folder], { encoding: 'utf8', maxBuffer: 1 << 30 }).trim().split('\n').pop()!);
+  const load = { plain: child('plain'), instrumented: child('instrumented') };
+
+  const { bytes, readExternal, file, config } = readGraph(model);
+  const { original, instrumented, analysis } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config);
+  // Created after the engine's sessions, so ONNX Runtime is already set up the engine's way.
+  const options: TransformersModelOptions = { dtype: model.dtype, device: 'auto', executionProviders: ['wasm'], externalData: model.externalData };
+  const transformers = await transformersGenerator(await nodeTransformers(), model.folder, options);
+  const measurements = await measureModel(original, instrumented, plan, transformers);
+  await transformers.dispose();
   await original.dispose();
   await instrumented.dispose();
-  return {
-    model: SHARED[name].folder,
-    layers: analysis.layerCount,
-    load: { plain: loadPlain, instrumented: loadInstrumented },
-    tokensPerSecond: { unmodified: plainTps, instrumentedZero: zeroTps, instrumentedSteered: steeredTps },
-    steeredLayer: layer,
-    steeringOverheadRatio: steeredTps / plainTps,
-    batchedStrengths: batched,
-    capturePromptsPerSecond: { ...capture, ratio: capture.batched / capture.single },
-  };
+  return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements };
+}
+
+interface ModelResult {
+  model: string;
+  description: string;
+  backends: Partial<Record<Backend, (ModelMeasurements & { layers?: number }) | { skipped: string }>>;
+  load?: Awaited<ReturnType<typeof benchModelNode>>['load'];
+  profile?: ReturnType<typeof profileBatching>;
+}
+
+type Backend = 'node-wasm' | 'chromium-wasm' | 'chromium-webgpu';
+
+const fmt = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? '—' : value.toFixed(digits));
+const verdict = (ok: boolean | undefined) => (ok === undefined ? '' : ok ? 'met' : 'NOT met');
+
+function printTable(results: ModelResult[], machine: string) {
+  const lines: string[] = [];
+  lines.push(`\nTiller bench (${quick ? 'quick' : 'full'}), ${machine}; medians of interleaved rounds`);
+  lines.push('| model | backend | 1. steered / plain tok/s (≥ 0.97) | 2. Tiller / Transformers.js tok/s (≥ 1.1), same tokens | 3. 4 rows / 1 row time (≤ 1.6); k=2, 8 | 4. capture batched / single prompts/s |');
+  lines.push('|---|---|---|---|---|---|');
+  for (const result of results) {
+    for (const [backend, entry] of Object.entries(result.backends) as [Backend, ModelResult['backends'][Backend]][]) {
+      if (!entry) continue;
+      if ('skipped' in entry) {
+        lines.push(`| ${result.model} | ${backend} | skipped: ${entry.skipped} | | | |`);
+        continue;
+      }
+      const s = entry.steering;
+      const t = entry.againstTransformersJs;
+      const b = entry.batchedStrengths;
+      const c = entry.capture;
+      const others = b?.rows.filter((r) => r.rows !== 1 && r.rows !== 4).map((r) => `k=${r.rows} ${fmt(r.timeVsOneRow)}×`).join(', ');
+      lines.push(`| ${result.model} | ${backend} | ${fmt(s.tokensPerSecond.instrumentedSteered, 1)} / ${fmt(s.tokensPerSecond.unmodified, 1)} = **${fmt(s.ratio, 3)}** ${verdict(s.ratio >= TARGETS.steeringOverhead)} | ` +
+        (t ? `${fmt(t.tokensPerSecond.tiller, 1)} / ${fmt(t.tokensPerSecond.transformersJs, 1)} = **${fmt(t.ratio)}** ${verdict(t.ratio >= TARGETS.againstTransformersJs)}, ${t.sameTokens ? 'same tokens' : `tokens differ from #${t.firstDifference}`}` : '—') +
+        (b?.fourRowsTimeVsOne === undefined ? ' | — ' : ` | **${fmt(b.fourRowsTimeVsOne)}×** ${verdict(b.fourRowsTimeVsOne <= TARGETS.fourRowsTime)}; ${others} `) +
+        (c ? `| ${fmt(c.batched, 1)} / ${fmt(c.single, 1)} = ${fmt(c.ratio)}× |` : '| — |'));
+    }
+  }
+  lines.push('\n2. where a generated token\'s time goes, ms: inside session.run / in the loop around it (Tiller | Transformers.js)');
+  for (const result of results) {
+    for (const [backend, entry] of Object.entries(result.backends)) {
+      const t = entry && 'steering' in entry ? entry.againstTransformersJs : undefined;
+      if (t) lines.push(`  ${result.model}, ${backend}: ${fmt(t.runMsPerToken.tiller)} / ${fmt(t.loopMsPerToken.tiller)} | ${fmt(t.runMsPerToken.transformersJs)} / ${fmt(t.loopMsPerToken.transformersJs)}`);
+    }
+  }
+  lines.push('\n5. load in Node/WASM (fresh processes): | model | plain ms | parse+analysis+surgery+session ms (surgery) | MB handed to ORT plain / instrumented | peak RSS MB plain / instrumented |');
+  lines.push('|---|---|---|---|---|');
+  for (const { model, load } of results) {
+    if (!load) continue;
+    lines.push(`| ${model} | ${fmt(load.plain.totalMs, 0)} | ${fmt(load.instrumented.totalMs, 0)} (${fmt(load.instrumented.surgeryMs, 1)}) | ` +
+      `${fmt(load.plain.handedMb)} / ${fmt(load.instrumented.handedMb)} | ${fmt(load.plain.peakRssMb, 0)} / ${fmt(load.instrumented.peakRssMb, 0)} |`);
+  }
+  for (const { model, profile } of results) {
+    if (!profile) continue;
+    const top = (entry: typeof profile.one) => Object.entries(entry.operatorsMsPerStep).slice(0, 6).map(([op, ms]) => `${op} ${fmt(ms)}`).join(', ');
+    lines.push(`\nprofile (4 rows missed ≤ ${TARGETS.fourRowsTime}×), ${model}, ms per decode step, ORT per-operator:`);
+    for (const entry of [profile.one, profile.four]) {
+      lines.push(`  ${entry.rows} row(s): wall ${fmt(entry.wallMsPerStep)}, session.run ${fmt(entry.runMsPerStep)} (JS outside run ${fmt(entry.wallMsPerStep - entry.runMsPerStep)}); ${top(entry)}`);
+    }
+  }
+  console.log(lines.join('\n'));
 }
 
 async function main() {
   const childIndex = process.argv.indexOf('--child');
   if (childIndex >= 0) {
-    const [name, mode] = process.argv.slice(childIndex + 1) as [ModelName, string];
-    console.log(JSON.stringify(await loadChild(name, mode === 'instrumented')));
+    const [mode, folder, ...rest] = process.argv.slice(childIndex + 1);
+    const model = [...SHARED_MODELS, ...SYNTHETIC_MODELS].find((m) => m.folder === folder)!;
+    const result = mode === 'profile' ? await profileChild(model, Number(rest[0]), Number(rest[1])) : await loadChild(model, mode === 'instrumented');
+    console.log(JSON.stringify(result));
     return;
   }
-  const results = [];
-  for (const name of ['stories', 'builder'] as ModelName[]) results.push(await benchModel(name));
-  const machine = `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, Node ${process.version}`;
-  console.log(`\nTiller bench (${quick ? 'quick' : 'full'}): Node, WASM backend, ${machine}; ${steps} greedy decode steps, best of ${repeats}`);
-  console.log('model                           | load plain ms | load+surgery ms (surgery) | MB to ORT plain / instr. | peak RSS MB plain / instr. | tok/s plain | zero | steered | ratio (target ≥ 0.97)');
-  for (const r of results) {
-    console.log(
-      `${r.model.padEnd(31)} | ${r.load.plain.totalMs.toFixed(0).padStart(13)} | ${`${r.load.instrumented.totalMs.toFixed(0)} (${r.load.instrumented.surgeryMs.toFixed(1)})`.padStart(25)} | ` +
-        `${`${r.load.plain.handedMb.toFixed(2)} / ${r.load.instrumented.handedMb.toFixed(2)}`.padStart(24)} | ` +
-        `${`${r.load.plain.peakRssMb.toFixed(0)} / ${r.load.instrumented.peakRssMb.toFixed(0)}`.padStart(26)} | ` +
-        `${r.tokensPerSecond.unmodified.toFixed(0).padStart(11)} | ${r.tokensPerSecond.instrumentedZero.toFixed(0).padStart(4)} | ` +
-        `${r.tokensPerSecond.instrumentedSteered.toFixed(0).padStart(7)} | ${r.steeringOverheadRatio.toFixed(3)} ${r.steeringOverheadRatio >= 0.97 ? 'met' : 'NOT met'}`,
-    );
+  const only = process.argv.includes('--models') ? process.argv[process.argv.indexOf('--models') + 1].split(',') : undefined;
+  const models = (quick ? SHARED_MODELS : [...SHARED_MODELS, ...SYNTHETIC_MODELS]).filter((model) => !only || only.includes(model.folder));
+  const backends = process.argv.includes('--backends') ? process.argv[process.argv.indexOf('--backends') + 1].split(',') : undefined;
+  const runs = (backend: Backend) => !backends || backends.includes(backend);
+  prepareModelsRoot(models);
+  const machine = `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+  const results: ModelResult[] = models.map((model) => ({ model: model.folder, description: model.description, backends: {} }));
+  for (const [index, model] of models.entries()) {
+    if (!runs('node-wasm')) continue;
+    const plan = model.synthetic ? PLANS.synthetic : PLANS.shared;
+    console.error(`node-wasm: ${model.folder}…`);
+    const { load, ...measured } = await benchModelNode(model, plan);
+    Object.assign(results[index], { backends: { 'node-wasm': measured }, load });
+    if (!quick && (measured.batchedStrengths?.fourRowsTimeVsOne ?? 0) > TARGETS.fourRowsTime) {
+      console.error(`profiling ${model.folder} (1 vs 4 rows)…`);
+      results[index].profile = profileBatching(model);
+    }
   }
-  console.log('\nbatched strengths (k rows in one batch): time of k rows / time of 1 row (target for 4 rows ≤ 1.6), speed-up vs k separate runs');
-  for (const r of results) {
-    console.log(`${r.model.padEnd(31)} | ${r.batchedStrengths.map((b) => `k=${b.rows}: ${b.timeVsOneRow.toFixed(2)}× time, ${b.speedupVsSeparateRuns.toFixed(2)}× faster`).join(' | ')}` +
-      ` | 4 rows ${r.batchedStrengths[2].timeVsOneRow <= 1.6 ? 'met' : 'NOT met'}`);
+  let chromium: ChromiumRun | undefined;
+  const browserBackends = (['wasm', 'webgpu'] as const).filter((backend) => runs(`chromium-${backend}`));
+  if (quick) {
+    console.error('quick run: Node/WASM on the shared models only (no Chromium, no synthetic SmolLM2-shaped models)');
+  } else if (browserBackends.length > 0) {
+    const requests = models.flatMap((model) => browserBackends.map((backend) => ({
+      model,
+      backend,
+      plan: backend === 'webgpu'
+        ? (model.synthetic ? PLANS.webgpuSynthetic : PLANS.webgpuShared)
+        : { ...(model.synthetic ? PLANS.synthetic : PLANS.shared), warmupSeconds: 20 },
+    })));
+    // Imported here only: Vite and Playwright would otherwise weigh on the load children's peak RSS.
+    const { runInChromium } = await import('./bench-chromium.ts');
+    chromium = await runInChromium(modelsRoot, requests, (request, outcome) => {
+      results[models.indexOf(request.model)].backends[`chromium-${request.backend}`] = outcome;
+    });
   }
-  console.log('\nhidden-state capture, 32 prompts of 8–24 tokens, all layers: prompts/s batched (16) vs one at a time');
-  for (const r of results) {
-    const c = r.capturePromptsPerSecond;
-    console.log(`${r.model.padEnd(31)} | ${c.batched.toFixed(0)} vs ${c.single.toFixed(0)} prompts/s: ${c.ratio.toFixed(2)}×`);
-  }
-  mkdirSync('.reports', { recursive: true });
-  writeFileSync('.reports/bench.json', JSON.stringify({ date: new Date().toISOString(), machine, quick, steps, repeats, results }, null, 2));
-  console.log('Peak RSS is mostly the ONNX Runtime WASM module and its threads, not the model; "MB to ORT" is what the engine hands over (graph + buffers it already held).');
+  printTable(results, machine);
+  mkdirSync(path.join(root, '.reports'), { recursive: true });
+  writeFileSync(path.join(root, '.reports/bench.json'), JSON.stringify({
+    date: new Date().toISOString(), machine, command: `npm run bench${quick ? ' -- --quick' : ''}`, quick, targets: TARGETS, plans: PLANS, chromium, results,
+  }, null, 2));
+  console.log('\n"MB handed to ORT" is the graph plus the buffers the engine passes as external data (the weights are re-pointed, not copied); ' +
+    'peak RSS includes ONNX Runtime\'s WASM heap, which holds its own copy of the weights in both cases.');
   console.log('wrote .reports/bench.json');
 }
 

@@ -79,6 +79,12 @@ export function promptTokenIds(model: SteerableModel, request: GenerateRequest):
   return tokenizer.encode(request.prompt ?? '');
 }
 
+/** A plain loop: `some` with a callback per vocabulary entry showed in profiles of the generation loop. */
+function hasNonFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return true;
+  return false;
+}
+
 export async function generate(model: SteerableModel, request: GenerateRequest, controls: GenerateControls = {}): Promise<GenerateResult> {
   const rows = request.rows && request.rows.length > 0 ? request.rows : [[]];
   const batch = rows.length;
@@ -137,7 +143,7 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
           next.push([generated[row].at(-1) ?? promptIds.at(-1)!]);
           continue;
         }
-        if (rowLogits.some((v) => !Number.isFinite(v))) {
+        if (hasNonFinite(rowLogits)) {
           const steered = rows[row].length > 0 && (steerPrompt || step > 0);
           throw new NonFiniteLogitsError(steered
             ? `row ${row} produced non-finite logits at step ${step}: the steering is too strong for this model. ` +

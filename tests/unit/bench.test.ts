@@ -3,6 +3,8 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { checkSteering, openCheckPair } from '../../src/engine/check.ts';
+import { syntheticDecoder } from '../support/synthetic-decoder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -13,15 +15,37 @@ it('npm run bench -- --quick runs and writes its JSON report', async () => {
     execFile(process.execPath, ['node_modules/tsx/dist/cli.mjs', 'scripts/bench.ts', '--quick'], { cwd: root, timeout: 120_000 },
       (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout)));
   });
-  expect(output).toMatch(/ratio \(target ≥ 0\.97\)/);
+  expect(output).toMatch(/steered \/ plain tok\/s \(≥ 0\.97\)/);
+  expect(output).toMatch(/Tiller \/ Transformers\.js tok\/s \(≥ 1\.1\)/);
   const file = path.join(root, '.reports/bench.json');
   expect(statSync(file).mtimeMs).toBeGreaterThanOrEqual(started - 1000);
   const report = JSON.parse(readFileSync(file, 'utf8'));
   expect(report.quick).toBe(true);
   expect(report.results.map((r: { model: string }) => r.model)).toEqual(['stories260K-hf', 'tiny-random-llama-builder-fp16']);
   for (const result of report.results) {
-    expect(result.tokensPerSecond.unmodified).toBeGreaterThan(0);
-    expect(result.steeringOverheadRatio).toBeGreaterThan(0);
+    const node = result.backends['node-wasm'];
+    expect(node.steering.tokensPerSecond.unmodified).toBeGreaterThan(0);
+    expect(node.steering.ratio).toBeGreaterThan(0);
+    expect(node.againstTransformersJs.sameTokens).toBe(true);
+    expect(node.batchedStrengths.rows.map((r: { rows: number }) => r.rows)).toEqual([1, 2, 4, 8]);
+    expect(node.capture.batched).toBeGreaterThan(0);
     expect(result.load.instrumented.handedMb).toBeGreaterThan(0);
   }
+});
+
+// The bench's SmolLM2-shaped models, small: the engine must account for both export flavours and steer them exactly.
+it.each(['torch', 'builder'] as const)('a synthetic %s-flavour decoder is analysed, instrumented and steered exactly', async (flavour) => {
+  const shape = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, vocab: 256, maxPositions: 64 };
+  const model = syntheticDecoder(shape, flavour);
+  const readExternal = async (location: string) => {
+    expect(location).toBe(model.externalData?.path);
+    return model.externalData!.data;
+  };
+  const { original, instrumented, analysis } = await openCheckPair(model.graph, model.file.split('/').pop()!, readExternal, 'wasm', model.config);
+  expect(analysis.flavour).toBe(flavour === 'torch' ? 'torch' : 'fused');
+  expect(analysis.layerCount).toBe(2);
+  const report = await checkSteering(original, instrumented);
+  expect(report.ok).toBe(true);
+  await original.dispose();
+  await instrumented.dispose();
 });

@@ -1,0 +1,53 @@
+/** Runs one model's measurements (scripts/bench-measure.ts) on one backend, in the page's worker. */
+import * as Comlink from 'comlink';
+import { openCheckPair } from '../../src/engine/check.ts';
+import { ort } from '../../src/engine/runtime.ts';
+import type { ModelConfig } from '../../src/engine/steerable-model.ts';
+import { type BenchModel, type BenchPlan, measureModel } from '../bench-measure.ts';
+import { transformersGenerator } from '../bench-transformers.ts';
+
+export interface PageBenchRequest {
+  model: BenchModel;
+  backend: 'wasm' | 'webgpu';
+  plan: BenchPlan;
+}
+
+async function read(url: string): Promise<Uint8Array> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function run({ model, backend, plan }: PageBenchRequest) {
+  const base = `/models/${model.folder}/`;
+  const config = JSON.parse(new TextDecoder().decode(await read(`${base}config.json`))) as ModelConfig;
+  // No EOS: every generation runs its full length, as Transformers.js does under min_new_tokens.
+  delete config.eos_token_id;
+  const folder = base + model.file.slice(0, model.file.lastIndexOf('/') + 1);
+  const { original, instrumented, analysis } = await openCheckPair(
+    await read(base + model.file), model.file.split('/').pop()!, (location) => read(folder + location), backend, config);
+  let theirs: Awaited<ReturnType<typeof transformersGenerator>> | undefined;
+  try {
+    if (!plan.only || plan.only.includes('againstTransformersJs')) {
+      // Imported only now that ONNX Runtime is set up: it is the same module instance as the engine's.
+      const transformers = await import('@huggingface/transformers');
+      transformers.env.allowRemoteModels = false;
+      transformers.env.allowLocalModels = true;
+      transformers.env.localModelPath = '/models/';
+      transformers.env.useBrowserCache = false;
+      transformers.env.useWasmCache = false;
+      const theirVersion = transformers.env.backends.onnx.versions?.web;
+      if (theirVersion !== ort.env.versions.web) throw new Error(`Transformers.js runs ONNX Runtime Web ${theirVersion}, the engine ${ort.env.versions.web}`);
+      theirs = await transformersGenerator(transformers, model.folder, { dtype: model.dtype, device: backend, externalData: model.externalData });
+    }
+    return { layers: analysis.layerCount, ...(await measureModel(original, instrumented, plan, theirs)) };
+  } finally {
+    await theirs?.dispose();
+    await original.dispose();
+    await instrumented.dispose();
+  }
+}
+
+const api = { run };
+export type BenchWorker = typeof api;
+Comlink.expose(api);
