@@ -24,9 +24,9 @@ import type { ModelSource } from '../src/engine/sources/source.ts';
 import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/next-token.ts';
 import { contrastiveSetOf, presetById } from '../src/engine/presets.ts';
-import { meterScaleOf, meterValue, tokenProjections } from '../src/engine/projection.ts';
+import { meterScaleOf, meterValue, textProjections } from '../src/engine/projection.ts';
 import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
-import { multiplierFor, scaledDirection } from '../src/engine/strength.ts';
+import { directionMultiplier, scaledDirection } from '../src/engine/strength.ts';
 import {
   type VectorDirection, type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
 } from '../src/engine/vector-file.ts';
@@ -282,7 +282,7 @@ function steeringFromFlags(vectors: VectorFile | ControlVector | undefined, mode
     return [{ layer, vector: direction.vector, operation: 'ablate' }];
   }
   const strength = number(flags, 'strength') ?? 0.25;
-  const multiplier = direction.meanResidualNorm ? multiplierFor(strength, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm }) : strength;
+  const multiplier = directionMultiplier(strength, direction);
   console.error(direction.meanResidualNorm
     ? `steering layer ${layer}: strength ${strength} (relative to the residual norm ${direction.meanResidualNorm.toFixed(3)}) = ${multiplier.toFixed(4)} × the direction (norm ${direction.norm.toFixed(3)})`
     : `steering layer ${layer}: ${multiplier} × the control vector (norm ${direction.norm.toFixed(3)}; the file has no residual norms, so the strength is absolute)`);
@@ -362,9 +362,7 @@ async function meterCommand(target: string, dtype: Dtype | undefined, backend: B
   if (!vectors) throw new UsageError('meter needs --vector FILE');
   const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
   const direction = directionFromFlags(vectors, model, flags);
-  const ids = model.tokenizer?.encode(flags.text) ?? [];
-  const context = ids.length > 1 && ids[0] === model.tokenizer?.bosTokenId ? 1 : 0;
-  const tokens = await tokenProjections(model, { contextIds: ids.slice(0, context), tokenIds: ids.slice(context), layer: direction.layer, direction: direction.vector });
+  const tokens = await textProjections(model, { text: flags.text, layer: direction.layer, direction: direction.vector });
   const scale = direction.projections && meterScaleOf(direction.projections);
   const rows = tokens.map((t) => ({ text: t.text, projection: t.projection, meter: scale ? meterValue(t.projection, scale) : undefined }));
   if (flags.json) {

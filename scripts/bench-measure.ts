@@ -5,7 +5,7 @@
  */
 import { generate } from '../src/engine/generate.ts';
 import { captureHiddenStates } from '../src/engine/hidden-states.ts';
-import { createRng } from '../src/engine/sampling.ts';
+import { argmax, createRng } from '../src/engine/sampling.ts';
 import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
 
 export interface BenchPlan {
@@ -76,11 +76,7 @@ export async function decodeStepsPerSecond(model: SteerableModel, rows: Steering
   for (let step = 0; step < steps; step++) {
     const logits = result.logits!;
     const vocab = logits.length / batch;
-    const next = Array.from({ length: batch }, (_, row) => {
-      let best = row * vocab;
-      for (let i = best + 1; i < (row + 1) * vocab; i++) if (logits[i] > logits[best]) best = i;
-      return [best - row * vocab];
-    });
+    const next = Array.from({ length: batch }, (_, row) => [argmax(logits.subarray(row * vocab, (row + 1) * vocab))]);
     result = await model.forward({ tokens: next, past: result.cache, steering: rows, keepCache: true });
   }
   model.releaseCache(result.cache);

@@ -10,7 +10,7 @@ import { type ContrastiveSet, type ExtractStage, type ExtractionMode, extractDir
 import { loadModel } from './load.ts';
 import { type LogitLens, directionLogitLens } from './logit-lens.ts';
 import { type NextToken, type NextTokenRequest, nextTokens } from './next-token.ts';
-import { type ProjectionRequest, type TokenProjection, tokenProjections } from './projection.ts';
+import { type ProjectionRequest, type TokenProjection, textProjections, tokenProjections } from './projection.ts';
 import { type StrengthMapCell, type StrengthMapRequest, strengthMap } from './strength-map.ts';
 import { type Backend, type BackendSupport, BackendSwitchedError, DeviceLostError, detectBackends } from './runtime.ts';
 import { browserCacheAvailable, cachingFetch, clearModelCache, modelCacheSize } from './sources/cache.ts';
@@ -128,12 +128,11 @@ export function createEngine(): TillerEngine {
   const backendListeners: ((message: string, info: ModelInfo) => void)[] = [];
   const recoverFrom = async (error: unknown, signal: AbortSignal): Promise<unknown> => {
     if (!(error instanceof DeviceLostError) || !lastLoad) return error;
-    const request = lastLoad;
     await model?.dispose().catch(() => undefined); // the session's GPU buffers went with the device
     model = undefined;
-    model = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: 'wasm', signal, allowLargeModel: true, ablation: request.ablation });
-    const message = `${error.message}. ${model.id} was reloaded on WASM (slower, but it works): the work was stopped and restarts there.`;
-    for (const listener of backendListeners) listener(message, model.info);
+    const recovered = await replaceModel({ ...lastLoad, backend: 'wasm', allowLargeModel: true }, signal);
+    const message = `${error.message}. ${recovered.id} was reloaded on WASM (slower, but it works): the work was stopped and restarts there.`;
+    for (const listener of backendListeners) listener(message, recovered.info);
     return new BackendSwitchedError(message);
   };
   const withModelJob = <T>(jobId: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> =>
@@ -156,26 +155,27 @@ export function createEngine(): TillerEngine {
       case 'files': return new PickedFilesSource(location.files);
     }
   };
+  /** Releases the loaded model first (on WASM both would share one heap while the new one loads), then loads `request`. */
+  const replaceModel = async (request: LoadRequest, signal: AbortSignal, onProgress?: (p: FileProgress) => void): Promise<SteerableModel> => {
+    await model?.dispose();
+    model = undefined;
+    const source = sourceFor(request.location);
+    const loadedNow = await loadModel(source, {
+      dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
+    });
+    model = loadedNow;
+    lastLoad = request;
+    // Where the model's files live in the cache, so that "clear old models" can keep them.
+    currentUrlPrefix = source instanceof HubSource || source instanceof FolderUrlSource ? source.urlFor('config.json').slice(0, -'config.json'.length) : undefined;
+    return loadedNow;
+  };
 
   return {
     backends: detectBackends,
 
     load: (jobId, request, onProgress) => {
       cancelAll();
-      return withJob(jobId, async (signal) => {
-        // Release the old model first: on WASM both would share one heap while the new one loads.
-        await model?.dispose();
-        model = undefined;
-        const source = sourceFor(request.location);
-        // Where the model's files live in the cache, so that "clear old models" can keep them.
-        const urlPrefix = source instanceof HubSource || source instanceof FolderUrlSource ? source.urlFor('config.json').slice(0, -'config.json'.length) : undefined;
-        model = await loadModel(source, {
-          dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
-        });
-        lastLoad = request;
-        currentUrlPrefix = urlPrefix;
-        return model.info;
-      });
+      return withJob(jobId, async (signal) => (await replaceModel(request, signal, onProgress)).info);
     },
 
     info: () => model?.info,
@@ -220,24 +220,11 @@ export function createEngine(): TillerEngine {
       withJob(jobId, async (signal) => {
         const current = loaded();
         if (current.info.ablation || !lastLoad) return current.info;
-        const request: LoadRequest = { ...lastLoad, backend: current.backend, ablation: true };
-        await current.dispose();
-        model = undefined;
-        model = await loadModel(sourceFor(request.location), { dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: true, ablation: true });
-        lastLoad = request;
-        return model.info;
+        return (await replaceModel({ ...lastLoad, backend: current.backend, allowLargeModel: true, ablation: true }, signal, onProgress)).info;
       }),
 
     projectTokens: (jobId, request) =>
-      withModelJob(jobId, () => {
-        const current = loaded();
-        if (!('text' in request)) return tokenProjections(current, request);
-        if (!current.tokenizer) throw new Error(`${current.id} has no tokenizer`);
-        // A leading BOS is read but not measured: its residual is an outlier in every model.
-        const ids = current.tokenizer.encode(request.text);
-        const context = ids.length > 1 && ids[0] === current.tokenizer.bosTokenId ? 1 : 0;
-        return tokenProjections(current, { ...request, contextIds: ids.slice(0, context), tokenIds: ids.slice(context) });
-      }),
+      withModelJob(jobId, () => ('text' in request ? textProjections(loaded(), request) : tokenProjections(loaded(), request))),
 
     logitLens: (jobId, direction, top) => withModelJob(jobId, () => directionLogitLens(loaded(), direction, top)),
 

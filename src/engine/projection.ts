@@ -61,6 +61,15 @@ export async function tokenProjections(model: SteerableModel, request: Projectio
   return tokens;
 }
 
+/** A text as the unsteered model reads it: a leading BOS is read but not measured (its residual is an
+ *  outlier in every model). */
+export function textProjections(model: SteerableModel, request: Omit<ProjectionRequest, 'tokenIds' | 'contextIds'> & { text: string }): Promise<TokenProjection[]> {
+  if (!model.tokenizer) throw new Error(`${model.id} has no tokenizer: cannot read a text`);
+  const ids = model.tokenizer.encode(request.text);
+  const context = ids.length > 1 && ids[0] === model.tokenizer.bosTokenId ? 1 : 0;
+  return tokenProjections(model, { ...request, contextIds: ids.slice(0, context), tokenIds: ids.slice(context) });
+}
+
 /** Where the contrastive examples sat on the direction: the meter's two reference points. */
 export interface MeterScale {
   negativeMean: number;
@@ -72,8 +81,10 @@ export function meterScaleOf(projections: ExampleProjections): MeterScale {
   return { negativeMean: mean(projections.negative), positiveMean: mean(projections.positive) };
 }
 
-/** A projection in meter units: −1 where the negative examples sat on average, +1 the positive ones, 0 midway. */
-export function meterValue(projection: number, scale: MeterScale): number {
+/** A projection in meter units: −1 where the negative examples sat on average, +1 the positive ones, 0 midway;
+ *  the raw projection where there is no scale (a direction imported without its examples). */
+export function meterValue(projection: number, scale: MeterScale | undefined): number {
+  if (!scale) return projection;
   const middle = (scale.positiveMean + scale.negativeMean) / 2;
   const half = (scale.positiveMean - scale.negativeMean) / 2;
   return half === 0 ? 0 : (projection - middle) / half;

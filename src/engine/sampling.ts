@@ -84,7 +84,7 @@ function applyRepetitionPenalty(logits: Float32Array, context: readonly number[]
 }
 
 /** Index of the largest score, the first one on ties. */
-function argmax(scores: Float32Array): number {
+export function argmax(scores: Float32Array): number {
   let best = 0;
   for (let id = 1; id < scores.length; id++) if (scores[id] > scores[best]) best = id;
   return best;

@@ -62,7 +62,7 @@ export async function strengthMap(model: SteerableModel, request: StrengthMapReq
         strength: request.strengths[index],
         text: row.text,
         tokenCount: row.tokenIds.length,
-        trait: request.readout.scale ? meterValue(reading.projection, request.readout.scale) : reading.projection,
+        trait: meterValue(reading.projection, request.readout.scale),
         perplexity: reading.perplexity,
       });
       controls.onProgress?.(cells.length, total);

@@ -19,6 +19,14 @@ export function relativeStrengthFor(multiplier: number, scale: DirectionScale): 
   return (multiplier * scale.norm) / scale.meanResidualNorm;
 }
 
+/** The multiplier for a direction that may carry no residual scale (llama.cpp control vectors): then the
+ *  strength is the multiplier itself. */
+export function directionMultiplier(relativeStrength: number, direction: { norm: number; meanResidualNorm?: number }): number {
+  return direction.meanResidualNorm === undefined
+    ? relativeStrength
+    : multiplierFor(relativeStrength, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm });
+}
+
 /** The vector actually added to the residual. */
 export function scaledDirection(direction: ArrayLike<number>, multiplier: number): Float32Array {
   return Float32Array.from(direction, (v) => v * multiplier);

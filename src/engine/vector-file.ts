@@ -3,7 +3,7 @@
  * says which model, prompts and method made it. Validated on the way in: a wrong file is refused with the
  * field named, and a vector for another model is refused before it steers anything.
  */
-import type { DirectionMethod, ExampleProjections } from './directions.ts';
+import { type DirectionMethod, type ExampleProjections, vectorLength } from './directions.ts';
 import type { ExtractionMode, Extraction } from './extract.ts';
 import type { ControlVector } from './gguf.ts';
 
@@ -69,7 +69,7 @@ export function vectorFileFromControlVector(vector: ControlVector, model: { id: 
     hiddenSize: vector.directions[0].vector.length,
     method: 'gguf',
     directions: vector.directions.map(({ layer, vector: values }) => ({
-      layer, vector: values, norm: Math.sqrt(values.reduce((sum, v) => sum + v * v, 0)),
+      layer, vector: values, norm: vectorLength(values),
     })),
   };
 }
@@ -137,7 +137,7 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
     return {
       layer: layer as number,
       vector,
-      norm: number('norm', false) ?? Math.sqrt(vector.reduce((sum, v) => sum + v * v, 0)),
+      norm: number('norm', false) ?? vectorLength(vector),
       meanResidualNorm: number('meanResidualNorm', true),
       auroc: number('auroc', false),
       separation: number('separation', false),

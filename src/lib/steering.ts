@@ -5,8 +5,8 @@
  */
 import type { GenerateRequest } from '../engine/generate.ts';
 import type { ModelInfo, SteeringRow } from '../engine/steerable-model.ts';
-import { multiplierFor, scaledDirection } from '../engine/strength.ts';
-import type { VectorDirection, VectorFile } from '../engine/vector-file.ts';
+import { directionMultiplier, scaledDirection } from '../engine/strength.ts';
+import type { VectorFile } from '../engine/vector-file.ts';
 import type { Settings } from './settings.ts';
 
 export interface SteeredColumn {
@@ -27,13 +27,6 @@ export function promptFields(
   return { messages: [...system, { role: 'user' as const, content: prompt }], chatContext };
 }
 
-/** The absolute multiplier of a relative strength; vectors without a residual scale (GGUF) take it as is. */
-export function multiplierOf(direction: VectorDirection, relative: number): number {
-  return direction.meanResidualNorm === undefined
-    ? relative
-    : multiplierFor(relative, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm });
-}
-
 const signed = (s: number) => `${s >= 0 ? '+' : ''}${Number(s.toFixed(2))}`;
 
 export type SteeringChoice = Pick<Settings, 'layer' | 'strength' | 'sweep' | 'operation' | 'ablateFrom' | 'ablateTo' | 'strengthB'>;
@@ -52,11 +45,11 @@ export function steeredColumns(settings: SteeringChoice, file: VectorFile | unde
     }
     return [{ key: 'steered', label: `Ablated · layer${from === to ? ` ${from}` : `s ${from}–${to}`}`, row }];
   }
-  const add = (relative: number) => (relative === 0 ? [] : [{ layer: direction.layer, vector: scaledDirection(direction.vector, multiplierOf(direction, relative)) }]);
+  const add = (relative: number) => (relative === 0 ? [] : [{ layer: direction.layer, vector: scaledDirection(direction.vector, directionMultiplier(relative, direction)) }]);
   const secondDirection = second?.directions.find((d) => d.layer === (second.recommendedLayer ?? second.directions[0].layer));
   if (secondDirection) {
     const b = settings.strengthB;
-    const row = [...add(settings.strength), ...(b === 0 ? [] : [{ layer: secondDirection.layer, vector: scaledDirection(secondDirection.vector, multiplierOf(secondDirection, b)) }])];
+    const row = [...add(settings.strength), ...(b === 0 ? [] : [{ layer: secondDirection.layer, vector: scaledDirection(secondDirection.vector, directionMultiplier(b, secondDirection)) }])];
     return [{ key: 'steered', label: `Steered ${signed(settings.strength)} · ${second?.preset ?? 'B'} ${signed(b)}`, row }];
   }
   const strengths = [settings.strength, ...(settings.sweep ? [-settings.strength, settings.strength / 2] : [])];

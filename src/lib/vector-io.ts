@@ -3,6 +3,9 @@ import { readControlVectorGguf, writeControlVectorGguf } from '../engine/gguf.ts
 import type { ModelInfo } from '../engine/steerable-model.ts';
 import { type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector } from '../engine/vector-file.ts';
 
+/** Where the page keeps the direction computed for one model and preset (the persona panel and the 2-D pad share it). */
+export const savedVectorKey = (modelId: string, presetId: string) => `tiller.persona.vector.${modelId}.${presetId}`;
+
 export interface Exported {
   name: string;
   bytes: Uint8Array | string;
