@@ -8,28 +8,28 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { checkSteering, openCheckPair } from '../src/engine/check.ts';
+import { checkSteering, openCheckPair } from '../src/engine/model/check.ts';
 import { startAppServer } from './serve-files.ts';
-import { type ContrastiveSet, extractDirections } from '../src/engine/extract.ts';
-import { type GenerateRequest, generate } from '../src/engine/generate.ts';
-import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/gguf.ts';
-import { loadModel, readModelGraph } from '../src/engine/load.ts';
-import { type LensToken, directionLogitLens } from '../src/engine/logit-lens.ts';
+import { type ContrastiveSet, extractDirections } from '../src/engine/directions/extract.ts';
+import { type GenerateRequest, generate } from '../src/engine/generation/generate.ts';
+import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/directions/gguf.ts';
+import { loadModel, readModelGraph } from '../src/engine/model/load.ts';
+import { type LensToken, directionLogitLens } from '../src/engine/inside/logit-lens.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
 import { parseModel, typeName } from '../src/engine/onnx/model.ts';
-import type { Backend } from '../src/engine/runtime.ts';
+import type { Backend } from '../src/engine/model/runtime.ts';
 import { HubSource } from '../src/engine/sources/hub.ts';
 import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import type { ModelSource } from '../src/engine/sources/source.ts';
 import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
-import { type NextToken, nextTokens } from '../src/engine/next-token.ts';
-import { contrastiveSetOf, presetById } from '../src/engine/presets.ts';
-import { meterScaleOf, meterValue, textProjections } from '../src/engine/projection.ts';
-import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
-import { directionMultiplier, scaledDirection } from '../src/engine/strength.ts';
+import { type NextToken, nextTokens } from '../src/engine/generation/next-token.ts';
+import { contrastiveSetOf, presetById } from '../src/engine/directions/presets.ts';
+import { meterScaleOf, meterValue, textProjections } from '../src/engine/inside/projection.ts';
+import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/model/steerable-model.ts';
+import { directionMultiplier, scaledDirection } from '../src/engine/directions/strength.ts';
 import {
   type VectorDirection, type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
-} from '../src/engine/vector-file.ts';
+} from '../src/engine/directions/vector-file.ts';
 
 const USAGE = `usage:
   tiller inspect <model> [--json] [--dtype D]

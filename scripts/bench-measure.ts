@@ -3,10 +3,10 @@
  * bench page's worker (Chromium, WASM and WebGPU). Every comparison interleaves its sides round by round
  * (A B A B …) so that load from other processes on a shared machine hits both alike; medians are reported.
  */
-import { generate } from '../src/engine/generate.ts';
-import { captureHiddenStates } from '../src/engine/hidden-states.ts';
-import { argmax, createRng } from '../src/engine/sampling.ts';
-import type { SteerableModel, SteeringRow } from '../src/engine/steerable-model.ts';
+import { generate } from '../src/engine/generation/generate.ts';
+import { captureHiddenStates } from '../src/engine/directions/hidden-states.ts';
+import { argmax, createRng } from '../src/engine/generation/sampling.ts';
+import type { SteerableModel, SteeringRow } from '../src/engine/model/steerable-model.ts';
 
 export interface BenchPlan {
   /** Greedy decode steps per timing, after an 8-token prompt. */

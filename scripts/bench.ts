@@ -19,12 +19,12 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, 
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openCheckPair } from '../src/engine/check.ts';
-import { openSession, prepareGraph } from '../src/engine/load.ts';
+import { openCheckPair } from '../src/engine/model/check.ts';
+import { openSession, prepareGraph } from '../src/engine/model/load.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
-import { createSession, ort } from '../src/engine/runtime.ts';
-import { SteerableModel } from '../src/engine/steerable-model.ts';
-import type { ModelConfig } from '../src/engine/steerable-model.ts';
+import { createSession, ort } from '../src/engine/model/runtime.ts';
+import { SteerableModel } from '../src/engine/model/steerable-model.ts';
+import type { ModelConfig } from '../src/engine/model/steerable-model.ts';
 import { SMOLLM2_135M, writeSyntheticModel } from '../tests/support/synthetic-decoder.ts';
 import { sharedModel } from '../tests/support/paths.ts';
 import { type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, median } from './bench-measure.ts';

@@ -1,6 +1,6 @@
 /** The bench page: each request runs in a fresh worker (as the app's engine does), which is dropped afterwards to free its memory. */
 import * as Comlink from 'comlink';
-import { detectBackends } from '../../src/engine/runtime.ts';
+import { detectBackends } from '../../src/engine/model/runtime.ts';
 import type { BenchWorker, PageBenchRequest } from './worker.ts';
 
 export interface BenchPageApi {

@@ -1,8 +1,8 @@
 /** Runs one model's measurements (scripts/bench-measure.ts) on one backend, in the page's worker. */
 import * as Comlink from 'comlink';
-import { openCheckPair } from '../../src/engine/check.ts';
-import { ort } from '../../src/engine/runtime.ts';
-import type { ModelConfig } from '../../src/engine/steerable-model.ts';
+import { openCheckPair } from '../../src/engine/model/check.ts';
+import { ort } from '../../src/engine/model/runtime.ts';
+import type { ModelConfig } from '../../src/engine/model/steerable-model.ts';
 import { type BenchModel, type BenchPlan, measureModel } from '../bench-measure.ts';
 import { transformersGenerator } from '../bench-transformers.ts';
 

@@ -3,24 +3,24 @@
  * other front ends can call directly. Holds at most one model; every call that can take long can be
  * cancelled by the job id its caller chose.
  */
-import { type GenerateRequest, type GenerateResult, type TokenEvent, generate } from './generate.ts';
-import { type CaptureResult, type Reduction, captureHiddenStates } from './hidden-states.ts';
-import type { DirectionMethod } from './directions.ts';
-import { type ContrastiveSet, type ExtractStage, type ExtractionMode, extractDirections } from './extract.ts';
-import { loadModel } from './load.ts';
-import { type LogitLens, directionLogitLens } from './logit-lens.ts';
-import { type NextToken, type NextTokenRequest, nextTokens } from './next-token.ts';
-import { type ProjectionRequest, type TokenProjection, textProjections, tokenProjections } from './projection.ts';
-import { type StrengthMapCell, type StrengthMapRequest, strengthMap } from './strength-map.ts';
-import { type Backend, type BackendSupport, BackendSwitchedError, DeviceLostError, detectBackends } from './runtime.ts';
+import { type GenerateRequest, type GenerateResult, type TokenEvent, generate } from './generation/generate.ts';
+import { type CaptureResult, type Reduction, captureHiddenStates } from './directions/hidden-states.ts';
+import type { DirectionMethod } from './directions/directions.ts';
+import { type ContrastiveSet, type ExtractStage, type ExtractionMode, extractDirections } from './directions/extract.ts';
+import { loadModel } from './model/load.ts';
+import { type LogitLens, directionLogitLens } from './inside/logit-lens.ts';
+import { type NextToken, type NextTokenRequest, nextTokens } from './generation/next-token.ts';
+import { type ProjectionRequest, type TokenProjection, textProjections, tokenProjections } from './inside/projection.ts';
+import { type StrengthMapCell, type StrengthMapRequest, strengthMap } from './inside/strength-map.ts';
+import { type Backend, type BackendSupport, BackendSwitchedError, DeviceLostError, detectBackends } from './model/runtime.ts';
 import { browserCacheAvailable, cachingFetch, clearModelCache, modelCacheSize } from './sources/cache.ts';
 import { PickedFilesSource } from './sources/files.ts';
 import { FolderUrlSource, HubSource } from './sources/hub.ts';
 import type { FileProgress, ModelSource } from './sources/source.ts';
 import type { Dtype } from './sources/variants.ts';
-import type { ModelInfo, SteerableModel } from './steerable-model.ts';
-import type { ChatMessage } from './tokenizer.ts';
-import { type VectorFile, vectorFileFromExtraction } from './vector-file.ts';
+import type { ModelInfo, SteerableModel } from './model/steerable-model.ts';
+import type { ChatMessage } from './model/tokenizer.ts';
+import { type VectorFile, vectorFileFromExtraction } from './directions/vector-file.ts';
 
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */

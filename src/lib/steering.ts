@@ -3,10 +3,10 @@
  * steered column (addition of one or two directions, a sweep, or ablation over a range of layers).
  * Generations, the next-token chart and the meter all read the same columns.
  */
-import type { GenerateRequest } from '../engine/generate.ts';
-import type { ModelInfo, SteeringRow } from '../engine/steerable-model.ts';
-import { directionMultiplier, scaledDirection } from '../engine/strength.ts';
-import type { VectorFile } from '../engine/vector-file.ts';
+import type { GenerateRequest } from '../engine/generation/generate.ts';
+import type { ModelInfo, SteeringRow } from '../engine/model/steerable-model.ts';
+import { directionMultiplier, scaledDirection } from '../engine/directions/strength.ts';
+import type { VectorFile } from '../engine/directions/vector-file.ts';
 import type { Settings } from './settings.ts';
 
 export interface SteeredColumn {

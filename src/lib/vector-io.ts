@@ -1,7 +1,7 @@
 /** Steering vectors to and from files: Tiller JSON (with provenance) and llama.cpp GGUF control vectors. */
-import { readControlVectorGguf, writeControlVectorGguf } from '../engine/gguf.ts';
-import type { ModelInfo } from '../engine/steerable-model.ts';
-import { type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector } from '../engine/vector-file.ts';
+import { readControlVectorGguf, writeControlVectorGguf } from '../engine/directions/gguf.ts';
+import type { ModelInfo } from '../engine/model/steerable-model.ts';
+import { type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector } from '../engine/directions/vector-file.ts';
 
 /** Where the page keeps the direction computed for one model and preset (the persona panel and the 2-D pad share it). */
 export const savedVectorKey = (modelId: string, presetId: string) => `tiller.persona.vector.${modelId}.${presetId}`;

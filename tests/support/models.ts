@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { openCheckPair } from '../../src/engine/check.ts';
-import { type LoadOptions, loadModel } from '../../src/engine/load.ts';
+import { openCheckPair } from '../../src/engine/model/check.ts';
+import { type LoadOptions, loadModel } from '../../src/engine/model/load.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { SHARED, sharedGraphPath, sharedModel } from './paths.ts';
 

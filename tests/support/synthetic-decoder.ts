@@ -11,10 +11,10 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { float32ToFloat16 } from '../../src/engine/float16.ts';
+import { float32ToFloat16 } from '../../src/engine/model/float16.ts';
 import { TensorType } from '../../src/engine/onnx/model.ts';
 import { ProtoWriter, WIRE_FIXED32 } from '../../src/engine/onnx/proto.ts';
-import { createRng } from '../../src/engine/sampling.ts';
+import { createRng } from '../../src/engine/generation/sampling.ts';
 
 export interface DecoderShape {
   layers: number;

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/api.ts';
-import type { TokenEvent } from '../../src/engine/generate.ts';
-import { contrastiveSetOf, presetById } from '../../src/engine/presets.ts';
-import { multiplierFor, scaledDirection } from '../../src/engine/strength.ts';
+import type { TokenEvent } from '../../src/engine/generation/generate.ts';
+import { contrastiveSetOf, presetById } from '../../src/engine/directions/presets.ts';
+import { multiplierFor, scaledDirection } from '../../src/engine/directions/strength.ts';
 import { type HubServer, startHubServer } from '../support/hub-server.ts';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
 

@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { checkSteering, openCheckPair } from '../../src/engine/check.ts';
+import { checkSteering, openCheckPair } from '../../src/engine/model/check.ts';
 import { syntheticDecoder } from '../support/synthetic-decoder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

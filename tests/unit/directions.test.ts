@@ -1,13 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auroc, dot, recommendLayer, vectorLength } from '../../src/engine/directions.ts';
-import { type Extraction, extractDirections } from '../../src/engine/extract.ts';
-import { nextTokens } from '../../src/engine/next-token.ts';
-import { contrastiveSetOf, presetById } from '../../src/engine/presets.ts';
-import type { SteerableModel } from '../../src/engine/steerable-model.ts';
-import { multiplierFor, relativeStrengthFor, scaledDirection } from '../../src/engine/strength.ts';
+import { auroc, recommendLayer } from '../../src/engine/directions/directions.ts';
+import { dot, vectorLength } from '../../src/engine/vectors.ts';
+import { type Extraction, extractDirections } from '../../src/engine/directions/extract.ts';
+import { nextTokens } from '../../src/engine/generation/next-token.ts';
+import { contrastiveSetOf, presetById } from '../../src/engine/directions/presets.ts';
+import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
+import { multiplierFor, relativeStrengthFor, scaledDirection } from '../../src/engine/directions/strength.ts';
 import {
   VectorFileError, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromExtraction,
-} from '../../src/engine/vector-file.ts';
+} from '../../src/engine/directions/vector-file.ts';
 import { loadShared } from '../support/models.ts';
 
 describe('happy − sad on stories260K (base model, mean over tokens)', () => {

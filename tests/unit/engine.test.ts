@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkSteering } from '../../src/engine/check.ts';
-import { generate } from '../../src/engine/generate.ts';
-import { captureHiddenStates } from '../../src/engine/hidden-states.ts';
-import type { SteerableModel } from '../../src/engine/steerable-model.ts';
+import { checkSteering } from '../../src/engine/model/check.ts';
+import { generate } from '../../src/engine/generation/generate.ts';
+import { captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
+import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { STORIES_REFERENCE, graphPair, loadShared } from '../support/models.ts';
 
 describe('stories260K (torch export, fp32) on WASM', () => {

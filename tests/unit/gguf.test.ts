@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GGMLQuantizationType, GGUFValueType, gguf, type GGUFParseOutput, type GGUFTypedMetadata } from '@huggingface/gguf';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GgufError, readControlVectorGguf, writeControlVectorGguf, type ControlVector } from '../../src/engine/gguf.ts';
+import { GgufError, readControlVectorGguf, writeControlVectorGguf, type ControlVector } from '../../src/engine/directions/gguf.ts';
 
 const bits = (v: Float32Array) => Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length));
 

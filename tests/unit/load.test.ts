@@ -2,8 +2,8 @@ import { copyFileSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } fro
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generate } from '../../src/engine/generate.ts';
-import { loadModel } from '../../src/engine/load.ts';
+import { generate } from '../../src/engine/generation/generate.ts';
+import { loadModel } from '../../src/engine/model/load.ts';
 import { UnsupportedGraphError } from '../../src/engine/onnx/analysis.ts';
 import { OnnxFormatError } from '../../src/engine/onnx/model.ts';
 import { FolderUrlSource, HubSource } from '../../src/engine/sources/hub.ts';

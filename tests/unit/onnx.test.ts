@@ -4,7 +4,7 @@ import { UnsupportedGraphError, analyseGraph } from '../../src/engine/onnx/analy
 import { OnnxFormatError, TensorType, parseModel } from '../../src/engine/onnx/model.ts';
 import { ProtoWriter, readVarint } from '../../src/engine/onnx/proto.ts';
 import { instrumentModel } from '../../src/engine/onnx/surgery.ts';
-import { fromFloat16Bits, toFloat16Bits } from '../../src/engine/float16.ts';
+import { fromFloat16Bits, toFloat16Bits } from '../../src/engine/model/float16.ts';
 import { graphPair } from '../support/models.ts';
 import { sharedGraphPath } from '../support/paths.ts';
 import { tinyGraph } from '../support/tiny-graph.ts';

@@ -2,11 +2,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { PRESETS, PresetError, contrastiveSetOf, parsePreset, presetById, type Preset } from '../../src/engine/presets.ts';
-import { TextTokenizer } from '../../src/engine/tokenizer.ts';
+import { PRESETS, PresetError, contrastiveSetOf, parsePreset, presetById, type Preset } from '../../src/engine/directions/presets.ts';
+import { TextTokenizer } from '../../src/engine/model/tokenizer.ts';
 import { sharedModel } from '../support/paths.ts';
 
-const presetsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/engine/presets');
+const presetsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/engine/directions/presets');
 const presetFiles = readdirSync(presetsDir)
   .filter((file) => file.endsWith('.json'))
   .sort();

@@ -2,14 +2,14 @@
 // fault to its behaviour and test; faults already covered elsewhere are referenced there, not repeated).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/api.ts';
-import { NonFiniteLogitsError, generate } from '../../src/engine/generate.ts';
-import { writeControlVectorGguf } from '../../src/engine/gguf.ts';
-import { ModelTooLargeError, estimateModelMemory, loadModel } from '../../src/engine/load.ts';
-import { contrastiveSetOf, presetById } from '../../src/engine/presets.ts';
+import { NonFiniteLogitsError, generate } from '../../src/engine/generation/generate.ts';
+import { writeControlVectorGguf } from '../../src/engine/directions/gguf.ts';
+import { ModelTooLargeError, estimateModelMemory, loadModel } from '../../src/engine/model/load.ts';
+import { contrastiveSetOf, presetById } from '../../src/engine/directions/presets.ts';
 import { MODEL_CACHE, cachingFetch, modelCacheSize } from '../../src/engine/sources/cache.ts';
 import { FolderUrlSource, HubSource } from '../../src/engine/sources/hub.ts';
 import { ModelFileError } from '../../src/engine/sources/source.ts';
-import type { ModelInfo, SteerableModel } from '../../src/engine/steerable-model.ts';
+import type { ModelInfo, SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { importVector } from '../../src/lib/vector-io.ts';
 import { type HubServer, startHubServer } from '../support/hub-server.ts';
 import { loadShared } from '../support/models.ts';

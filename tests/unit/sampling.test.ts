@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseToken, createRng, type SamplingOptions } from '../../src/engine/sampling.ts';
+import { chooseToken, createRng, type SamplingOptions } from '../../src/engine/generation/sampling.ts';
 
 /** Logits whose softmax at temperature 1 is `probabilities`. */
 function logitsFor(probabilities: number[]): Float32Array {

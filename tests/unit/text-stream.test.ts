@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createRng } from '../../src/engine/sampling.ts';
-import { TokenTextStream } from '../../src/engine/text-stream.ts';
-import { TextTokenizer } from '../../src/engine/tokenizer.ts';
+import { createRng } from '../../src/engine/generation/sampling.ts';
+import { TokenTextStream } from '../../src/engine/model/text-stream.ts';
+import { TextTokenizer } from '../../src/engine/model/tokenizer.ts';
 import { sharedModel } from '../support/paths.ts';
 
 function loadTokenizer(model: string): TextTokenizer {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TextTokenizer, type TokenizerFiles } from '../../src/engine/tokenizer.ts';
+import { TextTokenizer, type TokenizerFiles } from '../../src/engine/model/tokenizer.ts';
 import { sharedModel } from '../support/paths.ts';
 
 function readJson(file: string): Record<string, unknown> {

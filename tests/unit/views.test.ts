@@ -3,16 +3,17 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auroc, dot, vectorLength } from '../../src/engine/directions.ts';
-import { type Extraction, extractDirections } from '../../src/engine/extract.ts';
-import { float16Table } from '../../src/engine/float16.ts';
-import { directionLogitEffects, directionLogitLens } from '../../src/engine/logit-lens.ts';
+import { auroc } from '../../src/engine/directions/directions.ts';
+import { dot, vectorLength } from '../../src/engine/vectors.ts';
+import { type Extraction, extractDirections } from '../../src/engine/directions/extract.ts';
+import { float16Table } from '../../src/engine/model/float16.ts';
+import { directionLogitEffects, directionLogitLens } from '../../src/engine/inside/logit-lens.ts';
 import { TensorType, parseModel } from '../../src/engine/onnx/model.ts';
-import { contrastiveSetOf, presetById } from '../../src/engine/presets.ts';
-import { meterScaleOf, meterValue, tokenProjections } from '../../src/engine/projection.ts';
-import type { SteerableModel } from '../../src/engine/steerable-model.ts';
-import { multiplierFor, scaledDirection } from '../../src/engine/strength.ts';
-import { strengthMap } from '../../src/engine/strength-map.ts';
+import { contrastiveSetOf, presetById } from '../../src/engine/directions/presets.ts';
+import { meterScaleOf, meterValue, tokenProjections } from '../../src/engine/inside/projection.ts';
+import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
+import { multiplierFor, scaledDirection } from '../../src/engine/directions/strength.ts';
+import { strengthMap } from '../../src/engine/inside/strength-map.ts';
 import { loadShared } from '../support/models.ts';
 import { sharedGraphPath } from '../support/paths.ts';
 

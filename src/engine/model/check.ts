@@ -3,10 +3,10 @@
  * reproduces the unmodified graph's logits, and steering layer L by v moves layer L's residual by v.
  */
 import { type PreparedGraph, openSession, prepareGraph } from './load.ts';
-import type { AnalysisHints } from './onnx/analysis.ts';
-import { TensorType } from './onnx/model.ts';
+import type { AnalysisHints } from '../onnx/analysis.ts';
+import { TensorType } from '../onnx/model.ts';
 import type { Backend } from './runtime.ts';
-import { createRng } from './sampling.ts';
+import { createRng } from '../generation/sampling.ts';
 import { type ModelConfig, SteerableModel } from './steerable-model.ts';
 
 export interface LayerCheck {

@@ -3,7 +3,8 @@
  * says which model, prompts and method made it. Validated on the way in: a wrong file is refused with the
  * field named, and a vector for another model is refused before it steers anything.
  */
-import { type DirectionMethod, type ExampleProjections, vectorLength } from './directions.ts';
+import { type DirectionMethod, type ExampleProjections } from './directions.ts';
+import { vectorLength } from '../vectors.ts';
 import type { ExtractionMode, Extraction } from './extract.ts';
 import type { ControlVector } from './gguf.ts';
 

@@ -2,12 +2,12 @@
  * From a model source to a steerable session: read the config and tokenizer, pick the ONNX variant,
  * fetch the external data files the graph names, analyse, instrument, create the session.
  */
-import { type AnalysisHints, type GraphAnalysis, analyseGraph } from './onnx/analysis.ts';
-import { parseModel } from './onnx/model.ts';
-import { instrumentModel } from './onnx/surgery.ts';
+import { type AnalysisHints, type GraphAnalysis, analyseGraph } from '../onnx/analysis.ts';
+import { parseModel } from '../onnx/model.ts';
+import { instrumentModel } from '../onnx/surgery.ts';
 import { type Backend, createSession, detectBackends } from './runtime.ts';
-import { type ModelSource, type ProgressCallback, ModelFileError } from './sources/source.ts';
-import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from './sources/variants.ts';
+import { type ModelSource, type ProgressCallback, ModelFileError } from '../sources/source.ts';
+import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from '../sources/variants.ts';
 import { type Instrumentation, type ModelConfig, SteerableModel } from './steerable-model.ts';
 import { TextTokenizer } from './tokenizer.ts';
 

@@ -13,7 +13,7 @@
  * `direction.0` and then skips the whole file, so the writer refuses block 0. The loader reads no
  * metadata; the keys below are what llama.cpp's `cvector-generator` and repeng's `export_gguf` write.
  */
-import { ByteChunks } from './byte-chunks.ts';
+import { ByteChunks } from '../byte-chunks.ts';
 
 export interface ControlVector {
   /** Architecture the vector was made for, e.g. "llama", "qwen2" (llama.cpp: the model's general.architecture). */

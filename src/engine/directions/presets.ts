@@ -54,7 +54,7 @@ export interface BasePreset extends PresetCommon {
 }
 
 /**
- * A preset as stored in src/engine/presets/<id>.json. Reading `preset.questions` etc. works on any preset
+ * A preset as stored in src/engine/directions/presets/<id>.json. Reading `preset.questions` etc. works on any preset
  * (undefined where the kind has none); checking `modelKind` narrows to the fields that kind requires.
  */
 export type Preset = ChatPreset | BasePreset;
@@ -184,7 +184,7 @@ const PRESET_FILES: Record<string, unknown> = {
 
 /** Every built-in preset, validated. */
 export const PRESETS: Preset[] = Object.entries(PRESET_FILES).map(([file, json]) => {
-  const source = `src/engine/presets/${file}.json`;
+  const source = `src/engine/directions/presets/${file}.json`;
   const preset = parsePreset(json, source);
   if (preset.id !== file) throw new PresetError(`preset "${preset.id}" (${source}): field "id" must equal the file name, "${file}"`, 'id');
   return preset;

@@ -4,6 +4,7 @@
  * length, the layer's typical residual length, and how well it separates examples held out from fitting.
  */
 import type { CaptureResult } from './hidden-states.ts';
+import { dot, vectorLength } from '../vectors.ts';
 
 export type DirectionMethod = 'mean' | 'pca';
 
@@ -160,16 +161,6 @@ function mean(vectors: Float32Array[]): Float32Array {
 
 function subtract(a: Float32Array, b: Float32Array): Float32Array {
   return a.map((v, i) => v - b[i]);
-}
-
-export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let sum = 0;
-  for (let i = 0; i < a.length; i++) sum += a[i] * b[i];
-  return sum;
-}
-
-export function vectorLength(v: ArrayLike<number>): number {
-  return Math.sqrt(dot(v, v));
 }
 
 function normalise(v: Float32Array): Float32Array {

@@ -5,10 +5,10 @@
  * question) and the residual is averaged over the answer tokens only.
  */
 import { type DirectionMethod, type DirectionSet, fitDirections } from './directions.ts';
-import { generate } from './generate.ts';
+import { generate } from '../generation/generate.ts';
 import { type CaptureResult, captureHiddenStates } from './hidden-states.ts';
-import type { SteerableModel } from './steerable-model.ts';
-import type { ChatMessage } from './tokenizer.ts';
+import type { SteerableModel } from '../model/steerable-model.ts';
+import type { ChatMessage } from '../model/tokenizer.ts';
 
 export type ContrastiveSet =
   | { kind: 'texts'; positive: string[]; negative: string[] }

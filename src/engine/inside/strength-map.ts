@@ -4,11 +4,11 @@
  * tokens' residuals on a readout direction) and its coherence (the unsteered model's own perplexity of
  * it). The working region is where the trait moves and the perplexity has not yet exploded.
  */
-import { dot, vectorLength } from './directions.ts';
-import { type GenerateRequest, generate, promptTokenIds } from './generate.ts';
+import { dot, vectorLength } from '../vectors.ts';
+import { type GenerateRequest, generate, promptTokenIds } from '../generation/generate.ts';
 import { type MeterScale, meterValue } from './projection.ts';
-import type { SteerableModel } from './steerable-model.ts';
-import { scaledDirection } from './strength.ts';
+import type { SteerableModel } from '../model/steerable-model.ts';
+import { scaledDirection } from '../directions/strength.ts';
 
 export interface StrengthMapRequest extends Pick<GenerateRequest, 'prompt' | 'messages' | 'chatContext' | 'promptIds' | 'stopTokenIds' | 'steerPrompt'> {
   /** The direction to add at each mapped layer, and the multiplier that relative strength 1 stands for there. */

@@ -4,10 +4,10 @@
  * step with the KV cache fed back; tokens stream as they are decoded.
  */
 import { type SamplingOptions, chooseToken, createRng } from './sampling.ts';
-import type { SteerableModel, SteeringRow } from './steerable-model.ts';
-import { TokenTextStream } from './text-stream.ts';
+import type { SteerableModel, SteeringRow } from '../model/steerable-model.ts';
+import { TokenTextStream } from '../model/text-stream.ts';
 import { yieldToEventLoop } from './yield.ts';
-import type { ChatMessage } from './tokenizer.ts';
+import type { ChatMessage } from '../model/tokenizer.ts';
 
 export interface GenerateRequest {
   /** Raw prompt, used as is (the tokenizer adds BOS where it always does). */

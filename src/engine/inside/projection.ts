@@ -3,10 +3,10 @@
  * persona active right now?"). On generated text, read under the steering it was generated with; on any
  * pasted text, read by the unsteered model, as a detector.
  */
-import { dot, vectorLength } from './directions.ts';
-import type { ExampleProjections } from './directions.ts';
-import type { SteerableModel, SteeringRow } from './steerable-model.ts';
-import { TokenTextStream } from './text-stream.ts';
+import { dot, vectorLength } from '../vectors.ts';
+import type { ExampleProjections } from '../directions/directions.ts';
+import type { SteerableModel, SteeringRow } from '../model/steerable-model.ts';
+import { TokenTextStream } from '../model/text-stream.ts';
 
 export interface ProjectionRequest {
   /** Tokens read first and not measured (e.g. a generation's prompt). */

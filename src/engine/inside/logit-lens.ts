@@ -5,9 +5,9 @@
  * Half the difference between +d and −d cancels the norm's bias and any LM-head bias, leaving
  * LMHead(γ ⊙ norm(d)): the tokens the direction raises most, and lowers most.
  */
-import { vectorLength } from './directions.ts';
-import { bestTokens } from './sampling.ts';
-import type { SteerableModel } from './steerable-model.ts';
+import { vectorLength } from '../vectors.ts';
+import { bestTokens } from '../generation/sampling.ts';
+import type { SteerableModel } from '../model/steerable-model.ts';
 
 export interface LensToken {
   id: number;

@@ -4,8 +4,8 @@
  * Prompts are sorted by length and batched, shorter ones padded on the right: in a causal decoder no
  * position sees the ones after it, so padding changes nothing that is read.
  */
-import type { SteerableModel, SteeringRow } from './steerable-model.ts';
-import { yieldToEventLoop } from './yield.ts';
+import type { SteerableModel, SteeringRow } from '../model/steerable-model.ts';
+import { yieldToEventLoop } from '../generation/yield.ts';
 
 export type Reduction = 'last' | 'mean';
 

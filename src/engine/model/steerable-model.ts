@@ -2,9 +2,9 @@
  * A loaded, instrumented decoder and its one forward pass. Everything else (generation, hidden-state
  * capture, checks) is a loop around `forward`.
  */
-import { vectorLength } from './directions.ts';
-import type { GraphAnalysis } from './onnx/analysis.ts';
-import { TensorType } from './onnx/model.ts';
+import { vectorLength } from '../vectors.ts';
+import type { GraphAnalysis } from '../onnx/analysis.ts';
+import { TensorType } from '../onnx/model.ts';
 import { FLOAT16_MAX, float16Table, float32ToFloat16 } from './float16.ts';
 import { type Backend, ort, runSession } from './runtime.ts';
 import type { TextTokenizer } from './tokenizer.ts';

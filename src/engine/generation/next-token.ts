@@ -5,7 +5,7 @@
  */
 import { type GenerateRequest, promptTokenIds } from './generate.ts';
 import { bestTokens } from './sampling.ts';
-import type { SteerableModel } from './steerable-model.ts';
+import type { SteerableModel } from '../model/steerable-model.ts';
 
 export interface NextToken {
   id: number;
