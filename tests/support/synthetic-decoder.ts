@@ -31,6 +31,57 @@ export const SMOLLM2_135M: DecoderShape = { layers: 30, hidden: 576, heads: 9, k
 
 export type ExportFlavour = 'torch' | 'builder';
 
+/** How a torch-flavour decoder is put together; one preset per family structure below. */
+export interface TorchStructure {
+  modelType: string;
+  positions: 'rotary' | 'learned';
+  /** An input position_ids (otherwise positions are counted from attention_mask, as older OPT exports do). */
+  positionIdsInput: boolean;
+  norm: 'rms' | 'layer';
+  mlp: 'gated' | 'gelu';
+  /** Biases on every projection. */
+  biases: boolean;
+  /** 'parallel': x + attn(ln1 x) + mlp(ln2 x); 'parallel-shared-norm': one norm feeds both (Phi). */
+  residual: 'sequential' | 'parallel' | 'parallel-shared-norm';
+  /** The MLP's residual Add on [batch·seq, hidden], reshaped back after it (OPT). */
+  flattenMlp?: boolean;
+  lmHeadBias?: boolean;
+  /** Projections dynamically quantised to 8 bits (per-tensor activation scale: rows of a batch interact). */
+  q8?: boolean;
+}
+
+export const LLAMA: TorchStructure = { modelType: 'llama', positions: 'rotary', positionIdsInput: true, norm: 'rms', mlp: 'gated', biases: false, residual: 'sequential' };
+
+/** The structures of the families Transformers.js runs beyond Llama-style decoders. */
+export const STRUCTURES = {
+  gpt2: { modelType: 'gpt2', positions: 'learned', positionIdsInput: true, norm: 'layer', mlp: 'gelu', biases: true, residual: 'sequential' },
+  opt: { modelType: 'opt', positions: 'learned', positionIdsInput: false, norm: 'layer', mlp: 'gelu', biases: true, residual: 'sequential', flattenMlp: true },
+  gpt_neox: { modelType: 'gpt_neox', positions: 'rotary', positionIdsInput: true, norm: 'layer', mlp: 'gelu', biases: true, residual: 'parallel' },
+  phi: { modelType: 'phi', positions: 'rotary', positionIdsInput: true, norm: 'layer', mlp: 'gelu', biases: true, residual: 'parallel-shared-norm', lmHeadBias: true },
+  'llama-q8': { ...LLAMA, q8: true },
+} satisfies Record<string, TorchStructure>;
+export type Family = keyof typeof STRUCTURES;
+
+/** A torch-flavour export of one family's structure, with that family's config.json field names. */
+export function syntheticFamily(shape: DecoderShape, family: Family, seed = 1): SyntheticModel {
+  return syntheticDecoder(shape, 'torch', seed, STRUCTURES[family]);
+}
+
+/** config.json in the family's own field names (GPT-2 says n_layer, OPT ffn_dim, …). */
+function familyConfig(shape: DecoderShape, structure: TorchStructure): Record<string, unknown> {
+  const { layers, hidden, heads, intermediate, vocab, maxPositions } = shape;
+  if (structure.modelType === 'gpt2') {
+    return { model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], n_layer: layers, n_embd: hidden, n_head: heads, n_inner: intermediate, n_positions: maxPositions, n_ctx: maxPositions, vocab_size: vocab };
+  }
+  if (structure.modelType === 'opt') {
+    return { model_type: 'opt', architectures: ['OPTForCausalLM'], num_hidden_layers: layers, hidden_size: hidden, num_attention_heads: heads, ffn_dim: intermediate, max_position_embeddings: maxPositions, vocab_size: vocab, word_embed_proj_dim: hidden };
+  }
+  return {
+    model_type: structure.modelType, hidden_size: hidden, intermediate_size: intermediate, num_hidden_layers: layers, num_attention_heads: heads,
+    num_key_value_heads: shape.kvHeads, max_position_embeddings: maxPositions, vocab_size: vocab, ...(structure.q8 ? { 'transformers.js_config': { dtype: 'q8' } } : {}),
+  };
+}
+
 const ROPE_THETA = 100000;
 const RMS_EPSILON = 1e-5;
 
@@ -130,7 +181,7 @@ export interface SyntheticModel {
 }
 
 /** Builds the graph in memory; weights are uniform with variance 1/fan-in (fp16-safe), seeded. */
-export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, seed = 1): SyntheticModel {
+export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, seed = 1, structure: TorchStructure = LLAMA): SyntheticModel {
   const { layers, hidden, heads, kvHeads, intermediate, vocab, maxPositions } = shape;
   const headDim = hidden / heads;
   const fp16 = flavour === 'builder';
@@ -139,11 +190,31 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
   const g = new GraphWriter(externalName);
   const random = createRng(seed);
   const floats = (values: Float32Array) => (fp16 ? new Uint8Array(float32ToFloat16(values).buffer) : new Uint8Array(values.buffer));
-  const weight = (name: string, dims: number[], fanIn: number) => {
+  const randomValues = (dims: number[], fanIn: number, centre = 0) => {
     const bound = Math.sqrt(3 / fanIn);
     const values = new Float32Array(dims.reduce((a, b) => a * b, 1));
-    for (let i = 0; i < values.length; i++) values[i] = (random() * 2 - 1) * bound;
-    return g.initializer(name, floatType, dims, floats(values), true);
+    for (let i = 0; i < values.length; i++) values[i] = centre + (random() * 2 - 1) * bound;
+    return values;
+  };
+  const weight = (name: string, dims: number[], fanIn: number, centre = 0) =>
+    g.initializer(name, floatType, dims, floats(randomValues(dims, fanIn, centre)), true);
+  /** x · W (+ b where the structure has biases); q8 as Optimum's dynamic quantisation writes it:
+   *  DynamicQuantizeLinear (one scale for the whole tensor, batch included) → MatMulInteger → rescale. */
+  const linear = (x: string, name: string, inputs: number, outputs: number) => {
+    let product: string;
+    if (structure.q8) {
+      const values = randomValues([inputs, outputs], inputs);
+      const weightScale = values.reduce((max, v) => Math.max(max, Math.abs(v)), 0) / 127;
+      const quantised = Int8Array.from(values, (v) => Math.round(v / weightScale));
+      const [xq, xScale, xZeroPoint] = g.node('DynamicQuantizeLinear', [x], 3);
+      const integer = g.op('MatMulInteger', [xq, g.initializer(`${name}.weight_quantized`, TensorType.INT8, [inputs, outputs], new Uint8Array(quantised.buffer)),
+        xZeroPoint, g.initializer(`${name}.weight_zero_point`, TensorType.INT8, [], new Uint8Array(1))]);
+      const scale = g.op('Mul', [xScale, g.initializer(`${name}.weight_scale`, TensorType.FLOAT, [], new Uint8Array(Float32Array.of(weightScale).buffer))]);
+      product = g.op('Mul', [g.op('Cast', [integer], (a) => a.int('to', TensorType.FLOAT)), scale]);
+    } else {
+      product = g.op('MatMul', [x, weight(`${name}.weight`, [inputs, outputs], inputs)]);
+    }
+    return structure.biases ? g.op('Add', [weight(`${name}.bias`, [outputs], 100), product]) : product;
   };
   const ones = (name: string) => g.initializer(name, floatType, [hidden], floats(new Float32Array(hidden).fill(1)), true);
   const scalar = (name: string, value: number) => g.initializer(name, floatType, [], floats(Float32Array.of(value)));
@@ -160,13 +231,14 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
       sinTable[p * width + i] = Math.sin(angle);
     }
   }
-  const cos = g.initializer(fp16 ? 'cos_cache' : 'model.rotary_emb.cos', floatType, [maxPositions, width], floats(cosTable), true);
-  const sin = g.initializer(fp16 ? 'sin_cache' : 'model.rotary_emb.sin', floatType, [maxPositions, width], floats(sinTable), true);
+  const rotaryTables = fp16 || structure.positions === 'rotary';
+  const cos = !rotaryTables ? '' : g.initializer(fp16 ? 'cos_cache' : 'model.rotary_emb.cos', floatType, [maxPositions, width], floats(cosTable), true);
+  const sin = !rotaryTables ? '' : g.initializer(fp16 ? 'sin_cache' : 'model.rotary_emb.sin', floatType, [maxPositions, width], floats(sinTable), true);
 
   const embed = weight('model.embed_tokens.weight', [vocab, hidden], hidden);
   g.io(11, 'input_ids', TensorType.INT64, ['batch_size', 'sequence_length']);
   g.io(11, 'attention_mask', TensorType.INT64, ['batch_size', 'total_sequence_length']);
-  if (!fp16) g.io(11, 'position_ids', TensorType.INT64, ['batch_size', 'sequence_length']);
+  if (!fp16 && structure.positionIdsInput) g.io(11, 'position_ids', TensorType.INT64, ['batch_size', 'sequence_length']);
   for (let l = 0; l < layers; l++) {
     for (const kind of ['key', 'value']) g.io(11, `past_key_values.${l}.${kind}`, floatType, ['batch_size', kvHeads, 'past_sequence_length', headDim]);
   }
@@ -179,15 +251,23 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
   const one = g.int64s('const_one', [1], true);
   const embedded = g.op('Gather', [embed, 'input_ids']);
   const mlp = (l: number, normed: string) => {
-    const gate = g.op('MatMul', [normed, weight(`model.layers.${l}.mlp.gate_proj.weight`, [hidden, intermediate], hidden)]);
-    const up = g.op('MatMul', [normed, weight(`model.layers.${l}.mlp.up_proj.weight`, [hidden, intermediate], hidden)]);
+    const prefix = `model.layers.${l}.mlp`;
+    if (structure.mlp === 'gelu') {
+      // fc1 → GELU (erf form) → fc2, as GPT-2, OPT, GPT-NeoX and Phi have it.
+      const up = linear(normed, `${prefix}.fc1`, hidden, intermediate);
+      const erf = g.op('Erf', [g.op('Mul', [up, scalar(`${prefix}.gelu_scale`, Math.SQRT1_2)])]);
+      const gelu = g.op('Mul', [g.op('Mul', [up, scalar(`${prefix}.gelu_half`, 0.5)]), g.op('Add', [erf, scalar(`${prefix}.gelu_one`, 1)])]);
+      return linear(gelu, `${prefix}.fc2`, intermediate, hidden);
+    }
+    const gate = linear(normed, `${prefix}.gate_proj`, hidden, intermediate);
+    const up = linear(normed, `${prefix}.up_proj`, hidden, intermediate);
     const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
-    return g.op('MatMul', [g.op('Mul', [silu, up]), weight(`model.layers.${l}.mlp.down_proj.weight`, [intermediate, hidden], intermediate)]);
+    return linear(g.op('Mul', [silu, up]), `${prefix}.down_proj`, intermediate, hidden);
   };
   const projections = (l: number, normed: string) => ({
-    q: g.op('MatMul', [normed, weight(`model.layers.${l}.self_attn.q_proj.weight`, [hidden, hidden], hidden)]),
-    k: g.op('MatMul', [normed, weight(`model.layers.${l}.self_attn.k_proj.weight`, [hidden, kvHeads * headDim], hidden)]),
-    v: g.op('MatMul', [normed, weight(`model.layers.${l}.self_attn.v_proj.weight`, [hidden, kvHeads * headDim], hidden)]),
+    q: linear(normed, `model.layers.${l}.self_attn.q_proj`, hidden, hidden),
+    k: linear(normed, `model.layers.${l}.self_attn.k_proj`, hidden, kvHeads * headDim),
+    v: linear(normed, `model.layers.${l}.self_attn.v_proj`, hidden, kvHeads * headDim),
   });
   const lmHead = (normed: string) => {
     const tied = g.op('Transpose', [embed], (a) => a.ints('perm', [1, 0]));
@@ -214,7 +294,7 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
         [`/model/layers.${l}/attn/output_0`, `present.${l}.key`, `present.${l}.value`],
         (a) => a.int('num_heads', heads).int('kv_num_heads', kvHeads).int('do_rotary', 1).int('rotary_interleaved', 0).float('scale', 1 / Math.sqrt(headDim)),
         'com.microsoft');
-      const out = g.op('MatMul', [attention, weight(`model.layers.${l}.self_attn.o_proj.weight`, [hidden, hidden], hidden)]);
+      const out = linear(attention, `model.layers.${l}.self_attn.o_proj`, hidden, hidden);
       const post = skipNorm(residual, out, ones(`model.layers.${l}.post_attention_layernorm.weight`), false);
       const last = l === layers - 1;
       const next = skipNorm(post.residual!, mlp(l, post.normed), ones(last ? 'model.norm.weight' : `model.layers.${l + 1}.input_layernorm.weight`), last);
@@ -223,61 +303,107 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
     }
     lmHead(normed);
   } else {
-    // torch: causal + padding mask [batch, 1, seq, total] from position_ids and attention_mask.
-    const queryPositions = g.op('Unsqueeze', ['position_ids', g.int64s('const_axes_1_3', [1, 3])]);
+    // torch: causal + padding mask [batch, 1, seq, total] from the positions and attention_mask.
+    let positions = 'position_ids';
+    if (!structure.positionIdsInput) {
+      // OPT: positions counted from attention_mask (cumsum · mask − 1), the last `seq` of them.
+      const counted = g.op('Sub', [g.op('Mul', [g.op('CumSum', ['attention_mask', g.int64s('const_axis_1_scalar', [1], true)]), 'attention_mask']), one]);
+      const pastLength = g.op('Sub', [g.op('Gather', [g.op('Shape', ['attention_mask']), axis1], (a) => a.int('axis', 0)),
+        g.op('Gather', [g.op('Shape', ['input_ids']), axis1], (a) => a.int('axis', 0))]);
+      positions = g.op('Slice', [counted, pastLength, g.int64s('const_end', [2 ** 62]), axis1]);
+    }
+    const queryPositions = g.op('Unsqueeze', [positions, g.int64s('const_axes_1_3', [1, 3])]);
     const totalLength = g.op('Gather', [g.op('Shape', ['attention_mask']), one], (a) => a.int('axis', 0));
     const keyPositions = g.op('Range', [g.int64s('const_zero', [0], true), totalLength, one]);
     const causal = g.op('LessOrEqual', [keyPositions, queryPositions]);
     const padding = g.op('Cast', [g.op('Unsqueeze', ['attention_mask', g.int64s('const_axes_1_2', [1, 2])])], (a) => a.int('to', TensorType.BOOL));
     const mask = g.op('Where', [g.op('And', [causal, padding]), scalar('const_mask_keep', 0), scalar('const_mask_drop', -3.4028234663852886e38)]);
-    const cosRows = g.op('Unsqueeze', [g.op('Gather', [cos, 'position_ids']), axis1]);
-    const sinRows = g.op('Unsqueeze', [g.op('Gather', [sin, 'position_ids']), axis1]);
-    const two = scalar('const_two', 2);
-    const epsilon = scalar('const_epsilon', RMS_EPSILON);
-    const lastAxis = g.int64s('const_axis_last', [3]);
-    const rmsNorm = (x: string, gamma: string) => {
-      const meanSquare = g.op('ReduceMean', [g.op('Pow', [x, two])], (a) => a.ints('axes', [-1]).int('keepdims', 1));
-      return g.op('Mul', [gamma, g.op('Mul', [x, g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [meanSquare, epsilon])])])])]);
+    const norm = (x: string, name: string) => {
+      if (structure.norm === 'layer') {
+        // LayerNormalization with weight and bias (opset 17), as torch exports nn.LayerNorm.
+        return g.op('LayerNormalization', [x, weight(`${name}.weight`, [hidden], 30, 1), weight(`${name}.bias`, [hidden], 100)],
+          (a) => a.int('axis', -1).float('epsilon', 1e-5));
+      }
+      const meanSquare = g.op('ReduceMean', [g.op('Pow', [x, scalar(`${name}.two`, 2)])], (a) => a.ints('axes', [-1]).int('keepdims', 1));
+      return g.op('Mul', [ones(`${name}.weight`), g.op('Mul', [x, g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [meanSquare, scalar(`${name}.epsilon`, RMS_EPSILON)])])])])]);
     };
     const queryHeadsShape = g.int64s('const_shape_query_heads', [0, 0, heads, headDim]);
     const kvHeadsShape = g.int64s('const_shape_kv_heads', [0, 0, kvHeads, headDim]);
     const splitHeads = (x: string, shape: string) => g.op('Transpose', [g.op('Reshape', [x, shape])], (a) => a.ints('perm', [0, 2, 1, 3]));
-    const [start, middle, end] = [g.int64s('const_zero_1d', [0]), g.int64s('const_half', [half]), g.int64s('const_head_dim', [headDim])];
-    const rotary = (x: string) => {
-      const first = g.op('Slice', [x, start, middle, lastAxis]);
-      const second = g.op('Slice', [x, middle, end, lastAxis]);
-      const rotated = g.op('Concat', [g.op('Neg', [second]), first], (a) => a.int('axis', -1));
-      return g.op('Add', [g.op('Mul', [x, cosRows]), g.op('Mul', [rotated, sinRows])]);
-    };
+    let rotary = (x: string) => x;
+    if (structure.positions === 'rotary') {
+      const [start, middle, end] = [g.int64s('const_zero_1d', [0]), g.int64s('const_half', [half]), g.int64s('const_head_dim', [headDim])];
+      const lastAxis = g.int64s('const_axis_last', [3]);
+      const cosRows = g.op('Unsqueeze', [g.op('Gather', [cos, positions]), axis1]);
+      const sinRows = g.op('Unsqueeze', [g.op('Gather', [sin, positions]), axis1]);
+      rotary = (x: string) => {
+        const first = g.op('Slice', [x, start, middle, lastAxis]);
+        const second = g.op('Slice', [x, middle, end, lastAxis]);
+        const rotated = g.op('Concat', [g.op('Neg', [second]), first], (a) => a.int('axis', -1));
+        return g.op('Add', [g.op('Mul', [x, cosRows]), g.op('Mul', [rotated, sinRows])]);
+      };
+    }
     const groupShape = g.int64s('const_shape_kv_groups', [0, kvHeads, -1, headDim]);
     const scoresByHead = g.int64s('const_shape_scores_heads', [0, heads, -1, 0]);
     const scoresByGroup = g.int64s('const_shape_scores_groups', [0, kvHeads, -1, 0]);
     const headsShape = g.int64s('const_shape_heads_out', [0, heads, -1, headDim]);
     const mergeShape = g.int64s('const_shape_merge', [0, 0, hidden]);
-    const scale = scalar('const_attention_scale', 1 / Math.sqrt(headDim));
-    let residual = embedded;
-    for (let l = 0; l < layers; l++) {
-      const { q, k, v } = projections(l, rmsNorm(residual, ones(`model.layers.${l}.input_layernorm.weight`)));
+    const attentionScale = scalar('const_attention_scale', 1 / Math.sqrt(headDim));
+    const attention = (l: number, normed: string) => {
+      const { q, k, v } = projections(l, normed);
       const keys = g.node('Concat', [`past_key_values.${l}.key`, rotary(splitHeads(k, kvHeadsShape))], [`present.${l}.key`], (a) => a.int('axis', 2))[0];
       const values = g.node('Concat', [`past_key_values.${l}.value`, splitHeads(v, kvHeadsShape)], [`present.${l}.value`], (a) => a.int('axis', 2))[0];
       // Grouped-query attention without repeating K/V: the query heads of one KV head become extra rows.
       const grouped = g.op('Reshape', [rotary(splitHeads(q, queryHeadsShape)), groupShape]);
-      const scores = g.op('Mul', [g.op('MatMul', [grouped, g.op('Transpose', [keys], (a) => a.ints('perm', [0, 1, 3, 2]))]), scale]);
+      const scores = g.op('Mul', [g.op('MatMul', [grouped, g.op('Transpose', [keys], (a) => a.ints('perm', [0, 1, 3, 2]))]), attentionScale]);
       const masked = g.op('Add', [g.op('Reshape', [scores, scoresByHead]), mask]);
       const weights = g.op('Reshape', [g.op('Softmax', [masked], (a) => a.int('axis', -1)), scoresByGroup]);
       const context = g.op('Reshape', [g.op('MatMul', [weights, values]), headsShape]);
       const merged = g.op('Reshape', [g.op('Transpose', [context], (a) => a.ints('perm', [0, 2, 1, 3])), mergeShape]);
-      const attention = g.op('MatMul', [merged, weight(`model.layers.${l}.self_attn.o_proj.weight`, [hidden, hidden], hidden)]);
-      const afterAttention = g.op('Add', [residual, attention]);
-      residual = g.op('Add', [afterAttention, mlp(l, rmsNorm(afterAttention, ones(`model.layers.${l}.post_attention_layernorm.weight`)))]);
+      return linear(merged, `model.layers.${l}.self_attn.o_proj`, hidden, hidden);
+    };
+
+    let residual = embedded;
+    if (structure.positions === 'learned') {
+      // GPT-2 reads wpe by position id, OPT by position + 2 (its table has two extra rows).
+      const offset = structure.positionIdsInput ? 0 : 2;
+      const table = weight('model.embed_positions.weight', [maxPositions + offset, hidden], hidden);
+      const rows = offset ? g.op('Add', [positions, g.int64s('const_position_offset', [offset], true)]) : positions;
+      residual = g.op('Add', [embedded, g.op('Gather', [table, rows])]);
     }
-    lmHead(rmsNorm(residual, ones('model.norm.weight')));
+    for (let l = 0; l < layers; l++) {
+      const prefix = `model.layers.${l}`;
+      if (structure.residual === 'sequential') {
+        const afterAttention = g.op('Add', [residual, attention(l, norm(residual, `${prefix}.input_layernorm`))]);
+        if (structure.flattenMlp) {
+          // OPT: the MLP and its residual Add work on [batch·seq, hidden], viewed back afterwards.
+          const flat = g.op('Reshape', [afterAttention, g.int64s(`const_shape_flat_${l}`, [-1, hidden])]);
+          const sum = g.op('Add', [flat, mlp(l, norm(flat, `${prefix}.post_attention_layernorm`))]);
+          residual = g.op('Reshape', [sum, g.op('Shape', [afterAttention])]);
+        } else {
+          residual = g.op('Add', [afterAttention, mlp(l, norm(afterAttention, `${prefix}.post_attention_layernorm`))]);
+        }
+      } else {
+        // GPT-NeoX: x + attn(ln1 x) + mlp(ln2 x), summed as (mlp + attn) + x; Phi shares one norm.
+        const attentionNormed = norm(residual, `${prefix}.input_layernorm`);
+        const mlpNormed = structure.residual === 'parallel' ? norm(residual, `${prefix}.post_attention_layernorm`) : attentionNormed;
+        residual = g.op('Add', [g.op('Add', [mlp(l, mlpNormed), attention(l, attentionNormed)]), residual]);
+      }
+    }
+    const finalNormed = norm(residual, 'model.norm');
+    if (structure.lmHeadBias) {
+      // Phi: an untied LM head with a bias.
+      const product = g.op('MatMul', [finalNormed, weight('lm_head.weight', [hidden, vocab], hidden)]);
+      g.node('Add', [product, weight('lm_head.bias', [vocab], 100)], ['logits']);
+    } else {
+      lmHead(finalNormed);
+    }
   }
 
   const model = new ProtoWriter().int(1, 8).string(2, `tiller-synthetic-${flavour}`).bytes(7, g.graph.finish());
   model.message(8, (o) => o.string(1, '').int(2, 17));
   if (fp16) model.message(8, (o) => o.string(1, 'com.microsoft').int(2, 1));
-  const config: Record<string, unknown> = {
+  const config: Record<string, unknown> = structure !== LLAMA ? { ...familyConfig(shape, structure), bos_token_id: 1, eos_token_id: 2 } : {
     model_type: 'llama',
     architectures: ['LlamaForCausalLM'],
     hidden_size: hidden,
@@ -307,14 +433,14 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
     }
     externalData = { path: externalName, data };
   }
-  return { file: fp16 ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx', graph: model.finish(), externalData, config };
+  return { file: fp16 ? 'onnx/model_fp16.onnx' : structure.q8 ? 'onnx/model_quantized.onnx' : 'onnx/model.onnx', graph: model.finish(), externalData, config };
 }
 
 /** Writes the model into `folder` (Transformers.js layout) unless it is already there; returns the folder. */
-export function writeSyntheticModel(folder: string, shape: DecoderShape, flavour: ExportFlavour, seed = 1): string {
+export function writeSyntheticModel(folder: string, shape: DecoderShape, flavour: ExportFlavour | Family, seed = 1): string {
   const done = path.join(folder, '.complete');
   if (existsSync(done)) return folder;
-  const model = syntheticDecoder(shape, flavour, seed);
+  const model = flavour === 'torch' || flavour === 'builder' ? syntheticDecoder(shape, flavour, seed) : syntheticFamily(shape, flavour, seed);
   mkdirSync(path.join(folder, 'onnx'), { recursive: true });
   writeFileSync(path.join(folder, model.file), model.graph);
   if (model.externalData) writeFileSync(path.join(folder, 'onnx', model.externalData.path), model.externalData.data);
