@@ -5,6 +5,7 @@
 import { type PreparedGraph, openSession, prepareGraph } from './load.ts';
 import type { AnalysisHints } from '../onnx/analysis.ts';
 import { TensorType } from '../onnx/model.ts';
+import { EPSILON, maxAbs, maxAbsDiff, rms } from './self-check.ts';
 import type { Backend } from './runtime.ts';
 import { createRng } from '../generation/sampling.ts';
 import { type ModelConfig, SteerableModel } from './steerable-model.ts';
@@ -25,8 +26,6 @@ export interface CheckReport {
   layers: LayerCheck[];
   ok: boolean;
 }
-
-const EPSILON = { [TensorType.FLOAT]: 2 ** -23, [TensorType.FLOAT16]: 2 ** -10 } as Record<number, number>;
 
 /** Sessions for one .onnx file as published and as instrumented, to compare with `checkSteering`. */
 export async function openCheckPair(
@@ -91,22 +90,4 @@ export async function checkSteering(original: SteerableModel, instrumented: Stee
     layers: results,
     ok: zeroSteeringMaxDiff <= zeroSteeringTolerance && results.every((r) => r.ok),
   };
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
-  return max;
-}
-
-function maxAbs(values: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < values.length; i++) max = Math.max(max, Math.abs(values[i]));
-  return max;
-}
-
-function rms(values: Float32Array): number {
-  let sum = 0;
-  for (const v of values) sum += v * v;
-  return Math.sqrt(sum / values.length);
 }

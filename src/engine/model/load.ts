@@ -10,6 +10,8 @@ import { type ModelSource, type ProgressCallback, ModelFileError } from '../sour
 import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from '../sources/variants.ts';
 import { type Instrumentation, type ModelConfig, SteerableModel } from './steerable-model.ts';
 import { TextTokenizer } from './tokenizer.ts';
+import { decoderConfigOf } from './config.ts';
+import { selfCheck } from './self-check.ts';
 
 export interface LoadOptions {
   dtype?: Dtype;
@@ -78,12 +80,6 @@ const decodeJson = (bytes: Uint8Array, file: string, id: string): Record<string,
     throw new ModelFileError('not-onnx', file, `${file} of ${id} is not valid JSON (${(error as Error).message}): download it again.`);
   }
 };
-
-/** Multimodal configs (Gemma-3, Qwen-VL) keep the decoder's sizes under text_config. */
-export function textConfigOf(config: Record<string, unknown>): ModelConfig {
-  const text = config.text_config;
-  return typeof text === 'object' && text !== null ? { ...config, ...(text as ModelConfig) } : config;
-}
 
 /** The ONNX graph a model folder or Hub repository offers, with its config and a reader for its data files. */
 export interface ModelGraphFiles {
@@ -183,7 +179,7 @@ export async function readModelGraph(
       `${source.id} has no config.json: a model folder needs config.json beside onnx/ (the Transformers.js layout). ` +
         'Download the whole model repository, not only the .onnx file.');
   }
-  const config = textConfigOf(decodeJson(configBytes, 'config.json', source.id));
+  const config = decoderConfigOf(decodeJson(configBytes, 'config.json', source.id));
   const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, options.preferred);
   options.beforeDownload?.(config, dtype);
   const file = onnxFileForDtype(dtype);
@@ -242,8 +238,11 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   const hints = { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size };
   const prepared = await prepareGraph(bytes, file, readExternal, hints, options.ablation);
   const session = await openSession(prepared, backend);
-  return new SteerableModel(
+  const model = new SteerableModel(
     source.id, file, session, prepared.analysis, prepared.instrumentation,
     tokenizer, config, generationConfig, backend,
   );
+  // Every model a user brings is checked once: the result goes to the model panel and `tiller inspect`.
+  model.selfCheck = await selfCheck(model);
+  return model;
 }

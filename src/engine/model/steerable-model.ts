@@ -26,6 +26,8 @@ export interface KvCache {
   tensors: Map<string, ort.Tensor>;
   length: number;
   batch: number;
+  /** Graphs whose rows are not independent run row by row: one single-row cache per row (tensors empty). */
+  rows?: KvCache[];
 }
 
 export interface ForwardStep {
@@ -78,6 +80,20 @@ export interface ModelInfo {
   residualTensors: string[];
   /** Whether the graph was instrumented for directional ablation as well as addition. */
   ablation: boolean;
+  residualLayout: GraphAnalysis['residualLayout'];
+  /** Why the rows of a batch run one at a time (ops that couple them), or undefined when they run together. */
+  rowsRunSeparately?: string;
+  /** The check run right after loading (absent for models opened without one). */
+  selfCheck?: SelfCheckResult;
+}
+
+/** The cheap check run on every load: steering moves the residual by exactly v, and nothing else. */
+export interface SelfCheckResult {
+  ok: boolean;
+  /** "steering verified exact on this model", or what failed. */
+  message: string;
+  checks: { name: string; error: number; tolerance: number; ok: boolean }[];
+  milliseconds: number;
 }
 
 /** What graph surgery added: names of the steering inputs and hidden-state outputs, per layer. */
@@ -93,6 +109,9 @@ export interface Instrumentation {
 export class SteerableModel {
   private readonly zeroTensors = new Map<string, ort.Tensor>();
   private readonly steeringTensors = new WeakMap<SteeringRow[], { batch: number; feeds: Record<string, ort.Tensor> }>();
+  /** Per-row steering arrays for graphs run row by row, kept so each row's tensors are built once. */
+  private readonly steeringByRow = new WeakMap<SteeringRow[], SteeringRow[][]>();
+  selfCheck?: SelfCheckResult;
 
   constructor(
     readonly id: string,
@@ -122,6 +141,9 @@ export class SteerableModel {
       hasChatTemplate: this.tokenizer?.hasChatTemplate ?? false,
       residualTensors: analysis.layers.map((site) => this.instrumentation.hiddenOutputs.get(site.layer)!),
       ablation: (this.instrumentation.ablationInputs?.size ?? 0) > 0,
+      residualLayout: analysis.residualLayout,
+      rowsRunSeparately: analysis.rowsCoupled,
+      selfCheck: this.selfCheck,
     };
   }
 
@@ -135,6 +157,11 @@ export class SteerableModel {
     return Number(this.config.max_position_embeddings ?? this.generationConfig.max_length ?? 2048);
   }
 
+  /** Whether a batch of more than one row must run one row at a time. */
+  private get rowByRow(): boolean {
+    return this.analysis.rowsCoupled !== undefined;
+  }
+
   get eosTokenIds(): number[] {
     const ids = new Set<number>();
     for (const source of [this.generationConfig.eos_token_id, this.config.eos_token_id]) {
@@ -146,6 +173,9 @@ export class SteerableModel {
 
   /** An empty cache for `batch` rows: zero-length CPU tensors, as ONNX Runtime requires. */
   emptyCache(batch: number): KvCache {
+    if (this.rowByRow && batch > 1) {
+      return { tensors: new Map(), length: 0, batch, rows: Array.from({ length: batch }, () => this.emptyCache(1)) };
+    }
     const tensors = new Map<string, ort.Tensor>();
     for (const entry of this.analysis.kv) {
       const [, heads, , headDim] = entry.shape;
@@ -166,9 +196,11 @@ export class SteerableModel {
     if (!cache) return;
     for (const tensor of cache.tensors.values()) if (tensor.location === 'gpu-buffer') tensor.dispose();
     cache.tensors.clear();
+    for (const row of cache.rows ?? []) this.releaseCache(row);
   }
 
   async forward(step: ForwardStep): Promise<ForwardResult> {
+    if (this.rowByRow && step.tokens.length > 1) return this.forwardRowByRow(step);
     const { analysis } = this;
     const batch = step.tokens.length;
     const length = step.tokens[0].length;
@@ -254,6 +286,40 @@ export class SteerableModel {
     return result;
   }
 
+  /**
+   * One forward per row, joined as if batched: for graphs where a row's result depends on the others
+   * (per-tensor dynamic quantisation), so that each row is exactly what it gives alone.
+   */
+  private async forwardRowByRow(step: ForwardStep): Promise<ForwardResult> {
+    const batch = step.tokens.length;
+    if (step.past && (step.past.batch !== batch || step.past.rows?.length !== batch)) {
+      throw new Error(`forward: the cache holds ${step.past.batch} rows, the step ${batch}`);
+    }
+    let steering = step.steering && this.steeringByRow.get(step.steering);
+    if (step.steering && !steering) {
+      steering = Array.from({ length: batch }, (_, row) => [step.steering![row] ?? []]);
+      this.steeringByRow.set(step.steering, steering);
+    }
+    const results: ForwardResult[] = [];
+    try {
+      for (let row = 0; row < batch; row++) {
+        results.push(await this.forward({ ...step, tokens: [step.tokens[row]], past: step.past?.rows![row], steering: steering?.[row] }));
+      }
+    } catch (error) {
+      // The failed row released its own cache; release the others' too.
+      step.past?.rows!.slice(results.length + 1).forEach((cache) => this.releaseCache(cache));
+      results.forEach((result) => this.releaseCache(result.cache));
+      throw error;
+    }
+    const joined: ForwardResult = { hidden: new Map() };
+    if (results[0].logits) joined.logits = concatFloats(results.map((result) => result.logits!));
+    for (const layer of results[0].hidden.keys()) joined.hidden.set(layer, concatFloats(results.map((result) => result.hidden.get(layer)!)));
+    if (step.keepCache) {
+      joined.cache = { tensors: new Map(), length: results[0].cache!.length, batch, rows: results.map((result) => result.cache!) };
+    }
+    return joined;
+  }
+
   /** Every operation names an instrumented layer and holds `hidden` finite values; ablation needs a
    *  non-zero direction, one per layer and row. */
   private validateSteering(rows: SteeringRow[]): void {
@@ -309,6 +375,16 @@ export class SteerableModel {
   async dispose(): Promise<void> {
     await this.session.release();
   }
+}
+
+function concatFloats(parts: Float32Array[]): Float32Array {
+  const joined = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    joined.set(part, offset);
+    offset += part.length;
+  }
+  return joined;
 }
 
 function floatTensor(fp16: boolean, values: Float32Array, dims: number[]): ort.Tensor {

@@ -1,8 +1,10 @@
 /**
  * Finds the residual stream of a decoder graph by structure, not by node names: from the token
- * embedding, follow the chain of residual additions (plain `Add`s, through `Cast`s, in torch/Optimum
- * exports; `Skip*LayerNormalization` output 3 in onnxruntime-genai builder and ORT-fused exports).
- * Two additions make one layer. Anything it cannot account for is refused with what it found.
+ * embedding (plus learned position embeddings, where there are some), follow the chain of residual
+ * additions (plain `Add`s, through `Cast`s and `Reshape`s, in torch/Optimum exports;
+ * `Skip*LayerNormalization` output 3 in onnxruntime-genai builder and ORT-fused exports). Two additions
+ * make one layer, or one where attention and MLP are summed in parallel (GPT-NeoX, Phi). Anything it
+ * cannot account for is refused with what it found.
  */
 import { type OnnxModel, type OnnxNode, type OnnxValueInfo, type Dim, TensorType, typeName, externalDataFiles } from './model.ts';
 
@@ -22,6 +24,9 @@ export interface LayerSite {
   residual: string | undefined;
   /** Element type (ONNX TensorProto.DataType) of the residual at this layer. */
   elemType: number;
+  /** The addition works on a reshaped view of the residual (OPT's MLP: `[batch·seq, hidden]`): steering
+   *  views the branch as `[batch, seq, hidden]` (the embedding's shape) and back. */
+  flattened: boolean;
 }
 
 export interface KvInput {
@@ -42,6 +47,13 @@ export interface GraphInputInfo {
 
 export interface GraphAnalysis {
   flavour: Flavour;
+  /** 'sequential': x + attn, then + mlp (two additions a layer); 'parallel': x + (attn + mlp), one. */
+  residualLayout: 'sequential' | 'parallel';
+  /** The embedding lookup's output, `[batch, seq, hidden]`: its shape unflattens flattened branches. */
+  embeddingOutput: string;
+  /** Why the rows of a batch are not independent in this graph (an op taking statistics over the whole
+   *  batch, such as per-tensor dynamic quantisation), or undefined when they are. */
+  rowsCoupled?: string;
   layerCount: number;
   hiddenSize: number;
   /** Element type of the residual stream (the last layer's; layers rarely differ). */
@@ -131,13 +143,16 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
   const types = new TypeResolver(model, producers);
 
   // Step over what sits between the lookup and layer 0: casts, dequantisation of int8 tables (q8 exports),
-  // and scaling by a constant (Gemma multiplies by sqrt(hidden)).
+  // scaling by a constant (Gemma multiplies by sqrt(hidden)), and additions of what does not depend on
+  // the token embedding (learned position embeddings: GPT-2, OPT).
   let current = embedding.output;
   for (;;) {
     const users = consumersOf(current).filter((n) => n.opType !== 'Shape');
     const only = users.length === 1 ? users[0] : undefined;
-    const scales = only && only.opType === 'Mul' && only.inputs.some((i) => i !== current && constants.has(i));
-    if (!only || !(only.opType === 'Cast' || only.opType === 'DequantizeLinear' || scales)) break;
+    const other = only?.inputs.find((i) => i !== current);
+    const scales = only?.opType === 'Mul' && other !== undefined && constants.has(other);
+    const positions = only?.opType === 'Add' && other !== undefined && !forwardReachable(current, consumersOf).has(other);
+    if (!only || !(only.opType === 'Cast' || only.opType === 'DequantizeLinear' || scales || positions)) break;
     current = only.outputs[0];
   }
 
@@ -156,11 +171,18 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
   }
   // Walking on past 2 per layer catches graphs with more additions per layer than this reading assumes.
 
-  if (steps.length !== 2 * kv.length || !flavour) {
+  // Parallel layers add one branch that is itself a sum (attention + MLP); anything else needs two a layer.
+  const isSum = (name: string) => {
+    const node = producers.get(name);
+    return node?.opType === 'Add' && node.inputs.length === 2 && node.inputs.every((i) => !constants.has(i));
+  };
+  const parallel = flavour === 'torch' && steps.length === kv.length && steps.every((step) => isSum(step.node.inputs[step.branchInput]));
+  if ((steps.length !== 2 * kv.length && !parallel) || !flavour) {
     const hasSubgraphs = graph.nodes.some((n) => [...n.attributes.values()].some((a) => a.hasGraph));
     throw new UnsupportedGraphError(
       `${fileName}: found ${steps.length} residual additions after the embedding (${embedding.node.opType} of input_ids), ` +
-        `expected 2 per layer for the ${kv.length} layers that past_key_values declares; ` +
+        `expected 2 per layer for the ${kv.length} layers that past_key_values declares ` +
+        `(or 1 whose branch sums attention and MLP, for parallel layers); ` +
         `the walk stopped at "${current}", read by ${describeConsumers(consumersOf(current))}. ` +
         (hasSubgraphs
           ? 'The graph keeps its layers inside If/Loop subgraphs (an old "merged" decoder export), which cannot be steered: use the plain model.onnx export instead.'
@@ -168,7 +190,8 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
     );
   }
   const layers: LayerSite[] = [];
-  for (let layer = 0; layer < kv.length; layer++) layers.push({ layer, ...steps[2 * layer + 1] });
+  const perLayer = parallel ? 1 : 2;
+  for (let layer = 0; layer < kv.length; layer++) layers.push({ layer, ...steps[perLayer * layer + perLayer - 1] });
   if (layers.slice(0, -1).some((site) => !site.residual)) {
     throw new UnsupportedGraphError(`${fileName}: a Skip*LayerNormalization inside the layer stack has no residual output (output 3).`);
   }
@@ -208,6 +231,9 @@ export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): Graph
   return {
     lmHead: numLogitsToKeep ? undefined : findLmHead(logits, producers, constants),
     flavour,
+    residualLayout: parallel ? 'parallel' : 'sequential',
+    embeddingOutput: embedding.output,
+    rowsCoupled: rowCoupling(graph.nodes, constants),
     layerCount: kv.length,
     hiddenSize,
     residualType,
@@ -226,13 +252,29 @@ const LM_HEADS = new Set(['MatMul', 'MatMulNBits', 'Gemm']);
 
 function findLmHead(logits: string, producers: Map<string, OnnxNode>, constants: Set<string>) {
   let node = producers.get(logits);
-  // Casts and logit soft-capping (tanh, scaling by constants) act per position: step back over them.
+  // Casts, a bias (Phi) and logit soft-capping (tanh, scaling by constants) act per position: step back over them.
   while (node && !LM_HEADS.has(node.opType)) {
+    const computed = node.inputs.filter((i) => i && !constants.has(i));
     const positionWise = node.opType === 'Cast' || node.opType === 'Tanh' ||
-      ((node.opType === 'Mul' || node.opType === 'Div') && node.inputs.slice(1).every((i) => constants.has(i)));
-    node = positionWise ? producers.get(node.inputs[0]) : undefined;
+      (['Mul', 'Div', 'Add'].includes(node.opType) && computed.length === 1 && (node.opType !== 'Div' || computed[0] === node.inputs[0]));
+    node = positionWise ? producers.get(computed[0]) : undefined;
   }
   return node ? { node, input: node.inputs[0] } : undefined;
+}
+
+/** Ops whose result for one row depends on the other rows of the batch. */
+function rowCoupling(nodes: OnnxNode[], constants: Set<string>): string | undefined {
+  const coupling = new Map<string, number>();
+  for (const node of nodes) {
+    if (constants.has(node.outputs[0])) continue;
+    const reducesAll = node.opType.startsWith('Reduce') && !node.attributes.has('axes') && !node.inputs[1] &&
+      (node.attributes.get('noop_with_empty_axes')?.int ?? 0) === 0;
+    const perTensor = node.opType === 'DynamicQuantizeLinear' || node.opType === 'DynamicQuantizeMatMul';
+    if (perTensor || reducesAll) coupling.set(node.opType, (coupling.get(node.opType) ?? 0) + 1);
+  }
+  if (coupling.size === 0) return undefined;
+  return `${[...coupling].map(([op, count]) => `${count} × ${op}`).join(', ')} take one statistic over the whole batch ` +
+    '(per-tensor dynamic quantisation), so each row runs on its own';
 }
 
 function describeConsumers(nodes: OnnxNode[]): string {
@@ -307,24 +349,32 @@ function findEmbedding(
 }
 
 function nextResidualStep(current: string, consumersOf: (name: string) => OnnxNode[], constants: Set<string>) {
-  // The residual may be cast before the next addition (fp16 exports): look through Casts.
+  // The residual may be cast (fp16 exports) or reshaped (OPT flattens it around its MLP) before the next
+  // addition: look through both, remembering which aliases are reshaped views.
   const aliases = [current];
+  const reshaped = new Set<string>();
   for (let i = 0; i < aliases.length; i++) {
-    for (const user of consumersOf(aliases[i])) if (user.opType === 'Cast') aliases.push(user.outputs[0]);
+    for (const user of consumersOf(aliases[i])) {
+      if (user.opType !== 'Cast' && user.opType !== 'Reshape') continue;
+      if (user.opType === 'Reshape' && user.inputs[0] !== aliases[i]) continue;
+      aliases.push(user.outputs[0]);
+      if (user.opType === 'Reshape' || reshaped.has(aliases[i])) reshaped.add(user.outputs[0]);
+    }
   }
   const reachable = forwardReachable(current, consumersOf);
-  const candidates: { node: OnnxNode; residualInput: number; branchInput: number }[] = [];
+  const candidates: { node: OnnxNode; residualInput: number; branchInput: number; flattened: boolean }[] = [];
   for (const alias of aliases) {
+    const flattened = reshaped.has(alias);
     for (const node of consumersOf(alias)) {
       const at = node.inputs.indexOf(alias);
       if (node.opType === 'Add' && node.inputs.length === 2) {
         const other = node.inputs[1 - at];
         // A residual addition adds a branch computed from the residual itself (not a bias, not a mask).
         if (other !== alias && !constants.has(other) && reachable.has(other)) {
-          candidates.push({ node, residualInput: at, branchInput: 1 - at });
+          candidates.push({ node, residualInput: at, branchInput: 1 - at, flattened });
         }
       } else if (SKIP_NORMS.has(node.opType) && (at === 0 || at === 1)) {
-        candidates.push({ node, residualInput: at, branchInput: 1 - at });
+        candidates.push({ node, residualInput: at, branchInput: 1 - at, flattened });
       }
     }
   }

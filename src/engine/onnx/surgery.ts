@@ -3,6 +3,8 @@
  *  - one steering input per instrumented layer, `[batch, 1 or sequence, hidden]` in the residual's
  *    type, added to the branch input of the node that makes that layer's residual, so both the
  *    residual and the normalised output that feeds the next sub-block see it (zeros are an identity);
+ *    where that node adds a flattened view (`[batch·seq, hidden]`, OPT), the branch is viewed in the
+ *    embedding's `[batch, seq, hidden]` for the edit and flattened back;
  *  - one ablation input per instrumented layer, `[batch, 1, hidden]`: a unit vector u whose component is
  *    removed from that layer's residual (r − (r·u)u, through the branch again); zeros are an identity;
  *  - one hidden-state output per layer, adding `residual + branch` beside the fused final norm where
@@ -77,8 +79,19 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
   const vectorShape = [typeof batchDim === 'string' ? batchDim : 'batch_size', 'steer_length', analysis.hiddenSize];
 
   for (const site of analysis.layers) {
-    let branch = site.node.inputs[site.branchInput];
-    const residualBefore = site.node.inputs[site.residualInput];
+    const originalBranch = site.node.inputs[site.branchInput];
+    let branch = originalBranch;
+    let residualBefore = site.node.inputs[site.residualInput];
+    const flattened = site.flattened && steerLayers.has(site.layer);
+    if (flattened) {
+      const sequenceShape = `tiller.layer${site.layer}.sequence_shape`;
+      addedNodes.push(encodeNode('Shape', `tiller/sequence_shape_${site.layer}`, [analysis.embeddingOutput], [sequenceShape]));
+      for (const [name, tag] of [[branch, 'branch'], [residualBefore, 'residual_before']]) {
+        addedNodes.push(encodeNode('Reshape', `tiller/unflatten_${tag}_${site.layer}`, [name, sequenceShape], [`tiller.layer${site.layer}.${tag}_by_position`]));
+      }
+      branch = `tiller.layer${site.layer}.branch_by_position`;
+      residualBefore = `tiller.layer${site.layer}.residual_before_by_position`;
+    }
     // Skip*LayerNormalization output 3 is input + skip (+ bias, where the norm has one).
     const bias = site.node.opType.startsWith('Skip') ? site.node.inputs[site.node.opType === 'SkipLayerNormalization' ? 4 : 3] || undefined : undefined;
     /** Nodes computing residualBefore + branch (+ bias) into `name`. */
@@ -108,6 +121,14 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
         );
         ablationInputs.set(site.layer, ablate);
         branch = `${prefix}.ablated_branch`;
+      }
+      if (flattened) {
+        const flatShape = `${prefix}.flat_shape`;
+        addedNodes.push(
+          encodeNode('Shape', `tiller/flat_shape_${site.layer}`, [originalBranch], [flatShape]),
+          encodeNode('Reshape', `tiller/flatten_${site.layer}`, [branch, flatShape], [`${prefix}.flat_branch`]),
+        );
+        branch = `${prefix}.flat_branch`;
       }
       replacedNodes.set(site.node.index, replaceNodeInput(bytes, site.node, site.branchInput, branch));
     }
