@@ -13,7 +13,8 @@ import { startAppServer } from './serve-files.ts';
 import { type ContrastiveSet, extractDirections } from '../src/engine/directions/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generation/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/directions/gguf.ts';
-import { loadModel, readModelGraph } from '../src/engine/model/load.ts';
+import { loadModel, openSession, prepareGraph, readModelGraph } from '../src/engine/model/load.ts';
+import { selfCheck } from '../src/engine/model/self-check.ts';
 import { type LensToken, directionLogitLens } from '../src/engine/inside/logit-lens.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
 import { parseModel, typeName } from '../src/engine/onnx/model.ts';
@@ -25,7 +26,7 @@ import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/generation/next-token.ts';
 import { contrastiveSetOf, presetById } from '../src/engine/directions/presets.ts';
 import { meterScaleOf, meterValue, textProjections } from '../src/engine/inside/projection.ts';
-import type { ModelConfig, SteerableModel, SteeringRow } from '../src/engine/model/steerable-model.ts';
+import { type ModelConfig, type SteeringRow, SteerableModel } from '../src/engine/model/steerable-model.ts';
 import { directionMultiplier, scaledDirection } from '../src/engine/directions/strength.ts';
 import {
   type VectorDirection, type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
@@ -186,13 +187,21 @@ function progressPrinter() {
 
 async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): Promise<number> {
   const graph = await openGraph(target, dtype, flags);
-  const analysis = analyseGraph(parseModel(graph.bytes, graph.file), {
-    fileName: graph.file, numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size,
+  const prepared = await prepareGraph(graph.bytes, graph.file, graph.readExternal, {
+    numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size,
   });
+  const { analysis } = prepared;
+  // The load-time self-check, on an instrumented session of this graph.
+  const model = new SteerableModel(graph.id, graph.file, await openSession(prepared, 'wasm'), analysis, prepared.instrumentation, undefined, graph.config, {}, 'wasm');
+  const verified = await selfCheck(model);
+  await model.dispose();
   const report = {
     model: graph.id,
     file: graph.file,
     flavour: analysis.flavour,
+    residualLayout: analysis.residualLayout,
+    rowsRunSeparately: analysis.rowsCoupled ?? null,
+    selfCheck: { ok: verified.ok, message: verified.message, milliseconds: Math.round(verified.milliseconds) },
     layerCount: analysis.layerCount,
     hiddenSize: analysis.hiddenSize,
     residualDtype: typeName(analysis.residualType),
@@ -202,6 +211,7 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
       materialised: Boolean(site.residual),
       producedBy: `${site.node.opType} ${site.node.name}`.trim(),
       steeredInput: site.node.inputs[site.branchInput],
+      flattened: site.flattened,
       dtype: typeName(site.elemType),
     })),
     inputs: {
@@ -220,16 +230,20 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
   console.log(`${report.model} (${report.file})`);
   console.log(`flavour      ${report.flavour === 'torch' ? 'torch (residual Adds)' : 'fused (Skip*LayerNormalization output 3)'}`);
   console.log(`layers       ${report.layerCount}`);
+  console.log(`layout       ${report.residualLayout === 'parallel' ? 'parallel (x + attention + MLP: one residual addition a layer)' : 'sequential (attention, then MLP: two residual additions a layer)'}`);
   console.log(`hidden size  ${report.hiddenSize}`);
   console.log(`residual     ${report.residualDtype}`);
   console.log(`inputs       input_ids ${report.inputs.inputIds}${report.inputs.positionIds ? ', position_ids' : ''}${report.inputs.numLogitsToKeep ? ', num_logits_to_keep' : ''}`);
   console.log(`kv cache     ${analysis.kv.length} layers, ${report.kvCache[0].dtype} [${report.kvCache[0].shape.join(', ')}]`);
   if (report.externalData.length) console.log(`data files   ${report.externalData.join(', ')}`);
+  console.log(`batch rows   ${report.rowsRunSeparately ? `run one at a time: ${report.rowsRunSeparately}` : 'independent (run together)'}`);
+  console.log(`self-check   ${report.selfCheck.message} (${report.selfCheck.milliseconds} ms)`);
   console.log('residual after each layer:');
   for (const layer of report.layers) {
-    console.log(`  ${String(layer.layer).padStart(3)}  ${layer.residual ?? '(not materialised: Tiller adds residual + branch beside the final norm)'}  ← ${layer.producedBy}`);
+    const flattened = layer.flattened ? ' (a [batch·seq, hidden] view: steered per position)' : '';
+    console.log(`  ${String(layer.layer).padStart(3)}  ${layer.residual ?? '(not materialised: Tiller adds residual + branch beside the final norm)'}  ← ${layer.producedBy}${flattened}`);
   }
-  return 0;
+  return verified.ok ? 0 : 1;
 }
 
 async function check(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {

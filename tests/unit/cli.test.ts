@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHubServer } from '../support/hub-server.ts';
+import { writeSyntheticModel } from '../support/synthetic-decoder.ts';
 import { sharedGraphPath, sharedModel, sharedModelsDir } from '../support/paths.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -65,6 +66,9 @@ describe('tiller inspect', () => {
     const residuals = [...stdout.matchAll(/^\s+(\d+)\s+(\S+)\s+← Add /gm)];
     expect(residuals.map((m) => Number(m[1]))).toEqual([0, 1, 2, 3, 4]);
     expect(new Set(residuals.map((m) => m[2])).size).toBe(5);
+    expect(stdout).toMatch(/^layout\s+sequential/m);
+    expect(stdout).toMatch(/^batch rows\s+independent/m);
+    expect(stdout).toMatch(/^self-check\s+steering verified exact on this model \(\d+ ms\)$/m);
   });
 
   it('--json gives the same analysis as data', async () => {
@@ -80,9 +84,20 @@ describe('tiller inspect', () => {
   it('reports the fused builder graph in fp16, the last residual not materialised', async () => {
     const report = JSON.parse((await ok(['inspect', builder, '--json'])).stdout);
     expect(report).toMatchObject({ flavour: 'fused', layerCount: 2, residualDtype: 'float16', file: 'onnx/model_fp16.onnx' });
+    expect(report.selfCheck).toMatchObject({ ok: true, message: 'steering verified exact on this model' });
     expect(report.externalData).toEqual(['model.onnx.data']);
     expect(report.layers[0].residual).toEqual(expect.any(String));
     expect(report.layers[1]).toMatchObject({ residual: null, materialised: false });
+  });
+
+  it('says a q8 graph runs its batch rows one at a time, and a Phi one has parallel layers', async () => {
+    const shape = { layers: 2, hidden: 32, heads: 4, kvHeads: 4, intermediate: 64, vocab: 96, maxPositions: 48 };
+    const q8 = JSON.parse((await ok(['inspect', writeSyntheticModel(path.join(tmp, 'q8'), shape, 'llama-q8'), '--json'])).stdout);
+    expect(q8).toMatchObject({ file: 'onnx/model_quantized.onnx', residualLayout: 'sequential', selfCheck: { ok: true } });
+    expect(q8.rowsRunSeparately).toMatch(/DynamicQuantizeLinear/);
+    const { stdout } = await ok(['inspect', writeSyntheticModel(path.join(tmp, 'phi'), shape, 'phi')]);
+    expect(stdout).toMatch(/^layout\s+parallel/m);
+    expect(stdout).toMatch(/^self-check\s+steering verified exact on this model/m);
   });
 
   it('reads a single .onnx file without config: layers from past_key_values, int32 input_ids', async () => {

@@ -11,7 +11,7 @@ import { selfCheck } from '../../src/engine/model/self-check.ts';
 import { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { generate } from '../../src/engine/generation/generate.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
-import { type Family, STRUCTURES, syntheticFamily, writeSyntheticModel } from '../support/synthetic-decoder.ts';
+import { type Family, STRUCTURES, type TorchStructure, syntheticFamily, writeSyntheticModel } from '../support/synthetic-decoder.ts';
 
 const SHAPE = { layers: 3, hidden: 32, heads: 4, kvHeads: 4, intermediate: 64, vocab: 96, maxPositions: 48 };
 const PROMPT = [5, 17, 42, 8, 23];
@@ -28,7 +28,7 @@ const direction = (scale: number) => Float32Array.from({ length: SHAPE.hidden },
 describe.each(Object.keys(STRUCTURES) as Family[])('a %s-structured torch export', (family) => {
   it('is analysed by structure, steered exactly, and decodes the reference tokens in batches', async () => {
     const { analysis, original, instrumented } = await openFamily(family);
-    const structure = STRUCTURES[family];
+    const structure: TorchStructure = STRUCTURES[family];
     expect(analysis.layerCount).toBe(SHAPE.layers);
     expect(analysis.residualLayout).toBe(structure.residual === 'sequential' ? 'sequential' : 'parallel');
     expect(analysis.layers.every((site) => site.flattened)).toBe(Boolean(structure.flattenMlp));
