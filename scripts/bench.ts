@@ -21,6 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckPair } from '../src/engine/model/check.ts';
 import { openSession, prepareGraph } from '../src/engine/model/load.ts';
+import { selfCheck } from '../src/engine/model/self-check.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
 import { createSession, ort } from '../src/engine/model/runtime.ts';
 import { SteerableModel } from '../src/engine/model/steerable-model.ts';
@@ -83,22 +84,26 @@ function readGraph(model: BenchModel) {
 
 /** Child mode: load once, print timings and this process's peak RSS. */
 async function loadChild(model: BenchModel, instrumented: boolean) {
-  const { file, bytes, readExternal } = readGraph(model);
+  const { file, bytes, readExternal, config } = readGraph(model);
   const started = performance.now();
   if (instrumented) {
     const prepared = await prepareGraph(bytes, path.basename(file), readExternal);
     const surgeryMs = performance.now() - started;
-    await openSession(prepared, 'wasm');
+    const session = await openSession(prepared, 'wasm');
+    // The self-check every load runs (loadModel), timed on its own as well.
+    const steerable = new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
+    const check = await selfCheck(steerable);
+    if (!check.ok) throw new Error(`${model.folder}: ${check.message}`);
     // What the engine hands ONNX Runtime: the new graph plus buffers it already had (no copy of the weights).
     const handedMb = (prepared.graph.length + prepared.externalData.reduce((sum, entry) => sum + entry.data.length, 0)) / 1e6;
-    return { surgeryMs, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
+    return { surgeryMs, selfCheckMs: check.milliseconds, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
   }
   // Both sides read the external data files inside the timing (prepareGraph reads them too).
   const external = [];
   for (const location of externalDataFiles(parseModel(bytes, file))) external.push({ path: location, data: await readExternal(location) });
   await createSession({ graph: bytes, externalData: external }, 'wasm', []);
   const handedMb = (bytes.length + external.reduce((sum, entry) => sum + entry.data.length, 0)) / 1e6;
-  return { surgeryMs: 0, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
+  return { surgeryMs: 0, selfCheckMs: 0, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
 }
 
 /**
@@ -240,11 +245,11 @@ function printTable(results: ModelResult[], machine: string) {
       if (t) lines.push(`  ${result.model}, ${backend}: ${fmt(t.runMsPerToken.tiller)} / ${fmt(t.loopMsPerToken.tiller)} | ${fmt(t.runMsPerToken.transformersJs)} / ${fmt(t.loopMsPerToken.transformersJs)}`);
     }
   }
-  lines.push('\n5. load in Node/WASM (fresh processes): | model | plain ms | parse+analysis+surgery+session ms (surgery) | MB handed to ORT plain / instrumented | peak RSS MB plain / instrumented |');
+  lines.push('\n5. load in Node/WASM (fresh processes): | model | plain ms | parse+analysis+surgery+session+self-check ms (surgery, self-check) | MB handed to ORT plain / instrumented | peak RSS MB plain / instrumented |');
   lines.push('|---|---|---|---|---|');
   for (const { model, load } of results) {
     if (!load) continue;
-    lines.push(`| ${model} | ${fmt(load.plain.totalMs, 0)} | ${fmt(load.instrumented.totalMs, 0)} (${fmt(load.instrumented.surgeryMs, 1)}) | ` +
+    lines.push(`| ${model} | ${fmt(load.plain.totalMs, 0)} | ${fmt(load.instrumented.totalMs, 0)} (${fmt(load.instrumented.surgeryMs, 1)}, ${fmt(load.instrumented.selfCheckMs, 1)}) | ` +
       `${fmt(load.plain.handedMb)} / ${fmt(load.instrumented.handedMb)} | ${fmt(load.plain.peakRssMb, 0)} / ${fmt(load.instrumented.peakRssMb, 0)} |`);
   }
   for (const { model, profile } of results) {

@@ -274,7 +274,7 @@ function rowCoupling(nodes: OnnxNode[], constants: Set<string>): string | undefi
   }
   if (coupling.size === 0) return undefined;
   return `${[...coupling].map(([op, count]) => `${count} × ${op}`).join(', ')} take one statistic over the whole batch ` +
-    '(per-tensor dynamic quantisation), so each row runs on its own';
+    '(per-tensor dynamic quantisation)';
 }
 
 function describeConsumers(nodes: OnnxNode[]): string {
