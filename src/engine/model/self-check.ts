@@ -31,12 +31,12 @@ async function runChecks(model: SteerableModel, options: { seed?: number; tokens
   const earlier = Math.max(0, site.layer - 1);
   const watched = [...new Set([earlier, site.layer])];
 
-  const alone = await model.forward({ tokens: [tokens], logits: 'all', hiddenLayers: watched });
+  const alone = await model.forward({ tokens: [tokens], logits: 'last', hiddenLayers: watched });
   const before = alone.hidden.get(site.layer)!;
   const scale = rms(before);
   const vector = Float32Array.from({ length: hiddenSize }, () => (random() * 2 - 1) * scale);
   const pair = await model.forward({
-    tokens: [tokens, tokens], logits: 'all', hiddenLayers: watched, steering: [[], [{ layer: site.layer, vector }]],
+    tokens: [tokens, tokens], logits: 'last', hiddenLayers: watched, steering: [[], [{ layer: site.layer, vector }]],
   });
 
   const checks: SelfCheckResult['checks'] = [];
