@@ -10,6 +10,7 @@ import { loadModel, prepareGraph } from '../../src/engine/model/load.ts';
 import { selfCheck } from '../../src/engine/model/self-check.ts';
 import { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { generate } from '../../src/engine/generation/generate.ts';
+import { captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { type Family, STRUCTURES, type TorchStructure, syntheticFamily, writeSyntheticModel } from '../support/synthetic-decoder.ts';
 
@@ -58,6 +59,16 @@ describe.each(Object.keys(STRUCTURES) as Family[])('a %s-structured torch export
     const before = alone.hidden.get(1)!;
     const after = pair.hidden.get(1)!.subarray(before.length);
     for (let i = 0; i < before.length; i++) expect(after[i] - before[i]).toBeCloseTo(vector[i % SHAPE.hidden], 5);
+
+    // Capture for extraction: prompts of different lengths, right-padded into one batch, as each alone.
+    const prompts = [PROMPT, PROMPT.slice(0, 2), [...PROMPT, 9, 31, 60]];
+    const together = await captureHiddenStates(instrumented, { prompts, layers: [1, 2], reduce: 'mean' });
+    for (const [index, prompt] of prompts.entries()) {
+      const single = await captureHiddenStates(instrumented, { prompts: [prompt], layers: [1, 2], reduce: 'mean' });
+      for (const at of [0, 1]) {
+        for (let i = 0; i < SHAPE.hidden; i++) expect(together.vectors[index][at][i]).toBeCloseTo(single.vectors[0][at][i], 4);
+      }
+    }
 
     expect((await selfCheck(instrumented)).ok).toBe(true);
     await original.dispose();

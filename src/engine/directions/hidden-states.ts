@@ -38,7 +38,9 @@ export interface CaptureResult {
 
 export async function captureHiddenStates(model: SteerableModel, request: CaptureRequest, controls: CaptureControls = {}): Promise<CaptureResult> {
   const hidden = model.analysis.hiddenSize;
-  const batchSize = Math.max(1, request.batchSize ?? 16);
+  // Where rows interact (one quantisation scale over the whole tensor) the positions of a row do too:
+  // padding would change the real tokens' residuals, so each prompt runs alone and unpadded.
+  const batchSize = model.analysis.rowsCoupled ? 1 : Math.max(1, request.batchSize ?? 16);
   const { prompts, layers } = request;
   prompts.forEach((ids, index) => {
     if (ids.length === 0) throw new Error(`prompt ${index} has no tokens`);
