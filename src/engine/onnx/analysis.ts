@@ -273,8 +273,9 @@ function rowCoupling(nodes: OnnxNode[], constants: Set<string>): string | undefi
     if (perTensor || reducesAll) coupling.set(node.opType, (coupling.get(node.opType) ?? 0) + 1);
   }
   if (coupling.size === 0) return undefined;
-  return `${[...coupling].map(([op, count]) => `${count} × ${op}`).join(', ')} take one statistic over the whole batch ` +
-    '(per-tensor dynamic quantisation)';
+  const quantised = coupling.has('DynamicQuantizeLinear') || coupling.has('DynamicQuantizeMatMul');
+  return `${[...coupling].map(([op, count]) => `${count} × ${op}`).join(', ')} take one statistic over the whole batch` +
+    (quantised ? ' (per-tensor dynamic quantisation)' : '');
 }
 
 function describeConsumers(nodes: OnnxNode[]): string {
