@@ -102,6 +102,9 @@ export async function startHubServer({ root, repos = {} }: HubServerOptions): Pr
     await send(res, body, fault);
   });
 
+  // Node's 5 s keep-alive default races a client reusing a socket idle for about that long (a first WASM load
+  // takes about that long), which fetch reports as "fetch failed": keep sockets open for the whole test.
+  server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
