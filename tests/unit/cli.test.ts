@@ -113,14 +113,22 @@ describe('tiller check', () => {
     ['tiny-random-llama-builder-fp16 (folder)', builder, 2],
     ['tiny-random-qwen-gqa-decoder (single .onnx)', gqaFile, 2],
   ])('passes on %s', async (_name, target, layers) => {
-    const { stdout } = await ok(['check', target]);
+    expectCheckPassed((await ok(['check', target])).stdout, layers);
+  });
+
+  it('passes on an OPT-structured export (flattened MLP, positions from attention_mask, config.json in OPT names)', async () => {
+    const shape = { layers: 3, hidden: 32, heads: 4, kvHeads: 4, intermediate: 64, vocab: 96, maxPositions: 48 };
+    expectCheckPassed((await ok(['check', writeSyntheticModel(path.join(tmp, 'opt'), shape, 'opt')])).stdout, 3);
+  });
+
+  function expectCheckPassed(stdout: string, layers: number) {
     expect(stdout).toContain(`${layers} layers`);
     const zero = /zero steering: largest logit difference (\S+) \(tolerance (\S+)\) ok/.exec(stdout);
     expect(zero, stdout).not.toBeNull();
     expect(Number(zero![1])).toBeLessThanOrEqual(Number(zero![2]));
     expect(stdout.match(/^layer \d+: steering by v moves the residual by v .* ok$/gm)).toHaveLength(layers);
     expect(stdout.trimEnd().split('\n').at(-1)).toBe('check passed');
-  });
+  }
 });
 
 describe('tiller generate', () => {
