@@ -2,7 +2,8 @@
  * Residual-stream capture: for a list of prompts, the residual after chosen layers, reduced to the
  * last token or the mean over tokens (optionally over a token range, e.g. only answer tokens).
  * Prompts are sorted by length and batched, shorter ones padded on the right: in a causal decoder no
- * position sees the ones after it, so padding changes nothing that is read.
+ * position sees the ones after it, so padding changes nothing that is read (except where the graph
+ * couples rows and positions, q8: there each prompt runs alone).
  */
 import type { SteerableModel, SteeringRow } from '../model/steerable-model.ts';
 import { yieldToEventLoop } from '../generation/yield.ts';
