@@ -117,6 +117,13 @@ describe('q8 (dynamic quantisation: one activation scale for the whole batch)', 
     const reference = await generate(original, { promptIds: PROMPT, maxNewTokens: 24, sampling: { temperature: 0 } });
     const batched = await generate(instrumented, { promptIds: PROMPT, maxNewTokens: 24, sampling: { temperature: 0 }, rows: [[], [{ layer: 1, vector: direction(5) }]] });
     expect(batched.rows[0].tokenIds).toEqual(reference.rows[0].tokenIds);
+
+    // The load-time self-check notices when rows that interact are batched anyway.
+    const steeredAsIs = new SteerableModel('q8', 'model.onnx', instrumented.session, { ...analysis, rowsCoupled: undefined },
+      instrumented.instrumentation, undefined, instrumented.config, {}, 'wasm');
+    const verdict = await selfCheck(steeredAsIs);
+    expect(verdict.ok).toBe(false);
+    expect(verdict.message).toMatch(/^steering check failed: the unsteered row of a batch has the logits of the model run alone \(off by /);
     await original.dispose();
     await instrumented.dispose();
   });
