@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../../src/engine/generation/generate.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
+import { decoderConfigOf } from '../../src/engine/model/config.ts';
 import { UnsupportedGraphError } from '../../src/engine/onnx/analysis.ts';
 import { OnnxFormatError } from '../../src/engine/onnx/model.ts';
 import { FolderUrlSource, HubSource } from '../../src/engine/sources/hub.ts';
@@ -120,5 +121,20 @@ describe('clear errors for broken model folders', () => {
     const dir = modelFolder('stories260K-hf', STORIES_FILES.slice(1), { 'config.json': JSON.stringify({ ...config, num_hidden_layers: 12 }) });
     const error = await loadModel(new FolderSource(dir), { backend: 'wasm' }).catch((e) => e);
     expect(error.message).toMatch(/num_hidden_layers = 12 but onnx\/model\.onnx has past_key_values for 5 layers/);
+  });
+});
+
+describe('config.json field names of other families', () => {
+  it('fills the canonical names from GPT-2, OPT, Falcon and MPT names, under text_config too, without overriding canonical ones', () => {
+    expect(decoderConfigOf({ n_layer: 12, n_embd: 768, n_head: 12, n_positions: 1024, n_inner: null, vocab_size: 50257 })).toMatchObject({
+      num_hidden_layers: 12, hidden_size: 768, num_attention_heads: 12, max_position_embeddings: 1024, vocab_size: 50257,
+    });
+    expect(decoderConfigOf({ hidden_size: 768, ffn_dim: 3072 }).intermediate_size).toBe(3072);
+    expect(decoderConfigOf({ num_kv_heads: 8 }).num_key_value_heads).toBe(8);
+    expect(decoderConfigOf({ d_model: 2048, n_layers: 24, n_heads: 16, max_seq_len: 2048 })).toMatchObject({
+      hidden_size: 2048, num_hidden_layers: 24, num_attention_heads: 16, max_position_embeddings: 2048,
+    });
+    expect(decoderConfigOf({ text_config: { n_layer: 4 }, n_layer: 99 }).num_hidden_layers).toBe(4);
+    expect(decoderConfigOf({ max_position_embeddings: 4096, n_positions: 1024 }).max_position_embeddings).toBe(4096);
   });
 });
