@@ -86,11 +86,13 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
     if (flattened) {
       const sequenceShape = `tiller.layer${site.layer}.sequence_shape`;
       addedNodes.push(encodeNode('Shape', `tiller/sequence_shape_${site.layer}`, [analysis.embeddingOutput], [sequenceShape]));
-      for (const [name, tag] of [[branch, 'branch'], [residualBefore, 'residual_before']]) {
+      const byPosition = (name: string, tag: string) => {
         addedNodes.push(encodeNode('Reshape', `tiller/unflatten_${tag}_${site.layer}`, [name, sequenceShape], [`tiller.layer${site.layer}.${tag}_by_position`]));
-      }
-      branch = `tiller.layer${site.layer}.branch_by_position`;
-      residualBefore = `tiller.layer${site.layer}.residual_before_by_position`;
+        return `tiller.layer${site.layer}.${tag}_by_position`;
+      };
+      branch = byPosition(branch, 'branch');
+      // Ablation computes the residual itself, so it needs the residual in that view too.
+      if (ablateLayers.has(site.layer)) residualBefore = byPosition(residualBefore, 'residual_before');
     }
     // Skip*LayerNormalization output 3 is input + skip (+ bias, where the norm has one).
     const bias = site.node.opType.startsWith('Skip') ? site.node.inputs[site.node.opType === 'SkipLayerNormalization' ? 4 : 3] || undefined : undefined;
