@@ -153,7 +153,7 @@ export class ModelTooLargeError extends Error {
 }
 
 const count = (n: number) => (n < 1e9 ? `${Number((n / 1e6).toPrecision(2))}M` : `${Number((n / 1e9).toPrecision(2))}B`);
-const gigabytes = (bytes: number) => (bytes < 1e9 ? `${Math.ceil(bytes / 1e6)} MB` : `${(bytes / 1e9).toFixed(1)} GB`);
+export const gigabytes = (bytes: number) => (bytes < 1e9 ? `${Math.ceil(bytes / 1e6)} MB` : `${(bytes / 1e9).toFixed(1)} GB`);
 
 function checkMemory(config: ModelConfig, dtype: Dtype, backend: Backend, id: string, budget: number | undefined): void {
   const estimate = estimateModelMemory(config, dtype);
