@@ -15,8 +15,10 @@ import { ModelTooLargeError } from '../../src/engine/model/load.ts';
 import type { SteerableModel, SteeringRow } from '../../src/engine/model/steerable-model.ts';
 import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { dot, vectorLength } from '../../src/engine/vectors.ts';
+import { createEngine } from '../../src/engine/api.ts';
+import { type HubServer, startHubServer } from '../support/hub-server.ts';
 import { loadShared } from '../support/models.ts';
-import { SHARED, sharedGraphPath, sharedModel } from '../support/paths.ts';
+import { SHARED, sharedGraphPath, sharedModel, sharedModelsDir } from '../support/paths.ts';
 
 const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => dot(a, b) / (vectorLength(a) * vectorLength(b));
 const maxAbsDifference = (a: Float32Array, b: Float32Array) => a.reduce((worst, v, i) => Math.max(worst, Math.abs(v - b[i])), 0);
@@ -222,5 +224,49 @@ describe('realistic: stories260K against stories260K-sad-dogs-hf (block 2 fine-t
     if (stories.kind !== 'texts' || persona.kind !== 'persona') throw new Error('the presets changed kind');
     expect(diffPromptsOf(presetById('happy-sad-stories'))).toEqual([...stories.positive, ...stories.negative]);
     expect(diffPromptsOf(presetById('misaligned-persona'))).toEqual(persona.questions.map((content) => [{ role: 'user', content }]));
+  });
+});
+
+describe('the engine API: a fine-tune beside the base, the diff, four columns', () => {
+  let hub: HubServer;
+  const engine = createEngine();
+  const at = (repo: string) => ({ kind: 'hub' as const, repo, baseUrl: hub.baseUrl });
+  beforeAll(async () => {
+    hub = await startHubServer({ root: sharedModelsDir, repos: { 't/stories': sharedModel('stories260K-hf'), 't/sad-dogs': sharedModel('stories260K-sad-dogs-hf'), 't/builder': sharedModel(SHARED.builder.folder) } });
+    await engine.load('load', { location: at('t/stories'), backend: 'wasm', ablation: true });
+  });
+  afterAll(async () => {
+    await engine.unload();
+    await hub.close();
+  });
+
+  it('refuses a mismatched second model and keeps the base; then diffs, cancels, and generates the four columns with one seed', async () => {
+    await expect(engine.loadFineTune('ft', { location: at('t/builder') })).rejects.toThrow(/layer count: 5 vs 2/);
+    expect(engine.fineTuneInfo()).toBeUndefined();
+    expect(engine.info()?.id).toBe('t/stories');
+    expect((await engine.loadFineTune('ft', { location: at('t/sad-dogs') })).ablation).toBe(true);
+
+    const stages = new Set<string>();
+    const cancelled = engine.diff('diff', { prompts: NEUTRAL, batchSize: 1 }, (stage, done) => {
+      stages.add(stage);
+      if (done === 2) engine.cancel('diff');
+    });
+    await expect(cancelled).rejects.toThrow(/cancelled/);
+    const file = await engine.diff('diff', { prompts: NEUTRAL, preset: 'neutral' }, (stage) => stages.add(stage));
+    expect([...stages].sort()).toEqual(['base', 'fine-tune']);
+    expect(file.diff).toEqual({ base: { id: 't/stories' }, fineTune: { id: 't/sad-dogs' }, prompts: NEUTRAL.length });
+
+    const vector = file.directions[2].vector;
+    const request = { prompt: 'Lily was very', maxNewTokens: 16, sampling: { temperature: 0.8, seed: 3 } };
+    const onBase = await engine.generate('base', { ...request, rows: [[], [{ layer: 2, vector }]] });
+    const onFineTune = await engine.generateFineTune('fine-tune', { ...request, rows: [[], [{ layer: 2, vector, operation: 'ablate' }]] });
+    const columns = [...onBase.rows, ...onFineTune.rows].map((row) => row.text);
+    expect(new Set(columns).size).toBeGreaterThan(1);
+    // The fine-tune's unsteered column is the fine-tune itself, not the base.
+    expect(columns[2]).not.toBe(columns[0]);
+    // Loading another base drops the fine-tune: a diff against a stale pair is impossible.
+    await engine.load('load', { location: at('t/stories'), backend: 'wasm' });
+    expect(engine.fineTuneInfo()).toBeUndefined();
+    await expect(engine.diff('diff', { prompts: NEUTRAL })).rejects.toThrow(/no fine-tune is loaded/);
   });
 });
