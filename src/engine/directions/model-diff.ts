@@ -6,17 +6,14 @@
  */
 import { fitDirections } from './directions.ts';
 import { type Extraction, hashSet } from './extract.ts';
-import type { Preset } from './presets.ts';
 import { captureHiddenStates } from './hidden-states.ts';
-import type { VectorFile } from './vector-file.ts';
-import { vectorFileFromExtraction } from './vector-file.ts';
+import { type VectorFile, vectorFileFromExtraction } from './vector-file.ts';
 import { generate } from '../generation/generate.ts';
 import { type LoadOptions, ModelTooLargeError, deviceMemoryBudget, estimateModelMemory, gigabytes, loadModel } from '../model/load.ts';
 import type { SteerableModel } from '../model/steerable-model.ts';
 import type { ChatMessage } from '../model/tokenizer.ts';
 import type { ModelSource } from '../sources/source.ts';
 import { DTYPES, onnxFileForDtype } from '../sources/variants.ts';
-import { dot, vectorLength } from '../vectors.ts';
 
 export interface DiffRequest {
   /** Neutral prompts: raw texts, or chat conversations (rendered with the chat template). */
@@ -35,13 +32,6 @@ export type DiffStage = 'answering' | 'base' | 'fine-tune';
 export interface DiffControls {
   onProgress?: (stage: DiffStage, done: number, total: number) => void;
   signal?: AbortSignal;
-}
-
-/** A preset's prompts as diff prompts: both sides of a base preset (balanced, so neutral as a whole), or a
- *  chat preset's questions asked with no system prompt (the fine-tune answers them in answer mode). */
-export function diffPromptsOf(preset: Preset): DiffRequest['prompts'] {
-  if (preset.modelKind === 'chat') return preset.questions.map((question) => [{ role: 'user', content: question }]);
-  return [...preset.positive, ...preset.negative];
 }
 
 /** Refuses a pair that is not one architecture: what differs is named, since a diff between them means nothing. */
@@ -140,15 +130,4 @@ export function vectorFileFromDiff(
     ...vectorFileFromExtraction(extraction, base, preset),
     diff: { base: { id: base.id, revision: base.revision }, fineTune: { id: fineTune.id, revision: fineTune.revision }, prompts },
   };
-}
-
-/** Per layer both files have, the cosine between their directions (0 where either is zero). */
-export function directionCosines(a: VectorFile, b: VectorFile): { layer: number; cosine: number }[] {
-  if (a.hiddenSize !== b.hiddenSize) throw new Error(`the two directions have different hidden sizes (${a.hiddenSize} vs ${b.hiddenSize})`);
-  return a.directions.flatMap(({ layer, vector }) => {
-    const other = b.directions.find((d) => d.layer === layer);
-    if (!other) return [];
-    const lengths = vectorLength(vector) * vectorLength(other.vector);
-    return [{ layer, cosine: lengths > 0 ? dot(vector, other.vector) / lengths : 0 }];
-  });
 }

@@ -4,7 +4,7 @@
  * field named, and a vector for another model is refused before it steers anything.
  */
 import { type DirectionMethod, type ExampleProjections } from './directions.ts';
-import { vectorLength } from '../vectors.ts';
+import { dot, vectorLength } from '../vectors.ts';
 import type { ExtractionMode, Extraction } from './extract.ts';
 import type { ControlVector } from './gguf.ts';
 
@@ -193,4 +193,15 @@ export function assertVectorFits(file: VectorFile, model: { id: string; hiddenSi
 /** The same model may be known as "owner/name", a folder "name", or a URL ending in it. */
 function baseName(id: string): string {
   return id.replace(/\/+$/, '').split('/').pop()!.toLowerCase();
+}
+
+/** Per layer both files have, the cosine between their directions (0 where either is zero). */
+export function directionCosines(a: VectorFile, b: VectorFile): { layer: number; cosine: number }[] {
+  if (a.hiddenSize !== b.hiddenSize) throw new Error(`the two directions have different hidden sizes (${a.hiddenSize} vs ${b.hiddenSize})`);
+  return a.directions.flatMap(({ layer, vector }) => {
+    const other = b.directions.find((d) => d.layer === layer);
+    if (!other) return [];
+    const lengths = vectorLength(vector) * vectorLength(other.vector);
+    return [{ layer, cosine: lengths > 0 ? dot(vector, other.vector) / lengths : 0 }];
+  });
 }
