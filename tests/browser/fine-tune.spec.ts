@@ -45,5 +45,11 @@ test('compare with a fine-tune: refuse a mismatched pair, diff the sad-dogs orga
   expect(texts.every((text) => text.trim().length > 0)).toBe(true);
   // Same seed: the fine-tune's column differs from the base's because the models differ.
   expect(texts[2]).not.toBe(texts[0]);
+
+  // With a fine-tune of the loaded model on offer, the lesson ends with the model-diffing experiment.
+  await page.getByRole('button', { name: 'Guided lesson' }).click();
+  for (let step = 1; step < 7; step++) await page.getByRole('button', { name: 'Next step' }).click();
+  await expect(page.locator('#lesson-heading')).toContainText('step 7 of 7: Optional: find it the way the research did');
+  await expect(page.getByTestId('lesson-task')).toContainText('load stories260K-sad-dogs-hf, press Compute the diff');
   expect(errors).toEqual([]);
 });
