@@ -87,6 +87,18 @@ describe('exact: stories260K against a copy with a fixed vector baked in after l
     expect(diff.layers[0].auroc).toBe(0.5);
   });
 
+  it("in answer mode reads only the copy's own continuations, and still finds v there", async () => {
+    const stages: string[] = [];
+    const answered = await diffModels(base, copy, { prompts: NEUTRAL.slice(0, 4), mode: 'answer', answerTokens: 12 }, {
+      onProgress: (stage, done, total) => stages.push(`${stage} ${done}/${total}`),
+    });
+    expect(answered.mode).toBe('answer');
+    expect(stages.slice(0, 4)).toEqual(['answering 1/4', 'answering 2/4', 'answering 3/4', 'answering 4/4']);
+    expect(stages).toContain('fine-tune 4/4');
+    expect(maxAbsDifference(answered.layers[BAKED_LAYER].direction, v)).toBeLessThan(1e-4);
+    expect(vectorLength(answered.layers[0].direction)).toBeLessThan(1e-5);
+  });
+
   it("steering the base with the diff reproduces the copy's logits; ablating it from the copy brings them back toward the base's", async () => {
     const direction = diff.layers[BAKED_LAYER].direction;
     const tokens = [base.tokenizer!.encode('Lily went to the park and saw a big dog.')];
