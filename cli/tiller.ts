@@ -329,7 +329,7 @@ async function generateCommand(target: string, dtype: Dtype | undefined, backend
 async function nextCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('next needs --prompt TEXT');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate) });
   const steering = steeringFromFlags(vectors, model, flags);
   const rows = steering.length > 0 ? [[], steering] : [[]];
   const [unsteered, steered] = await nextTokens(model, { ...promptFromFlags(flags), rows, top: number(flags, 'top') ?? 10 });
