@@ -126,8 +126,19 @@ describe('exact: stories260K against a copy with a fixed vector baked in after l
   });
 
   it('refuses a second model that is another architecture, naming what differs, and one that would not fit', async () => {
-    await expect(loadFineTune(base, new FolderSource(sharedModel(SHARED.builder.folder))))
-      .rejects.toThrow(/not a fine-tune of stories260K-hf's architecture \(layer count: 5 vs 2; hidden size: 64 vs .*vocabulary size: 512 vs 32000/);
+    // Refused from config.json, before the graph is downloaded.
+    const builder = new FolderSource(sharedModel(SHARED.builder.folder));
+    const filesRead: string[] = [];
+    const watched = new Proxy(builder, {
+      get: (target, key) => {
+        const member = Reflect.get(target, key);
+        if (key === 'readFile') return (file: string, ...rest: []) => (filesRead.push(file), target.readFile(file, ...rest));
+        return typeof member === 'function' ? member.bind(target) : member;
+      },
+    });
+    await expect(loadFineTune(base, watched))
+      .rejects.toThrow(/not a fine-tune of stories260K-hf's architecture \(layer count: 5 vs 2; hidden size: 64 vs 16; vocabulary size: 512 vs 32000\)/);
+    expect(filesRead.filter((file) => file.endsWith('.onnx'))).toEqual([]);
     // stories260K in fp32: about 1 MB of weights already loaded, about 2 MB more while the copy loads.
     const refusal = await loadFineTune(base, new FolderSource(folder), { memoryBudget: 2.5e6 }).catch((error: unknown) => error);
     expect(refusal).toBeInstanceOf(ModelTooLargeError);

@@ -10,7 +10,7 @@ import { captureHiddenStates } from './hidden-states.ts';
 import { type VectorFile, vectorFileFromExtraction } from './vector-file.ts';
 import { generate } from '../generation/generate.ts';
 import { type LoadOptions, ModelTooLargeError, deviceMemoryBudget, estimateModelMemory, gigabytes, loadModel } from '../model/load.ts';
-import type { SteerableModel } from '../model/steerable-model.ts';
+import type { ModelConfig, SteerableModel } from '../model/steerable-model.ts';
 import type { ChatMessage } from '../model/tokenizer.ts';
 import type { ModelSource } from '../sources/source.ts';
 import { DTYPES, onnxFileForDtype } from '../sources/variants.ts';
@@ -34,29 +34,41 @@ export interface DiffControls {
   signal?: AbortSignal;
 }
 
+/** What differs between two models' shapes, each as "what: a vs b" (sizes either side does not state are skipped). */
+function shapeDifferences(a: ModelShape, b: ModelShape): string[] {
+  const names: Record<keyof ModelShape, string> = { layerCount: 'layer count', hiddenSize: 'hidden size', vocabSize: 'vocabulary size' };
+  return (Object.keys(names) as (keyof ModelShape)[])
+    .filter((key) => a[key] !== undefined && b[key] !== undefined && a[key] !== b[key])
+    .map((key) => `${names[key]}: ${a[key]} vs ${b[key]}`);
+}
+interface ModelShape { layerCount?: number; hiddenSize?: number; vocabSize?: number }
+const shapeOfConfig = (config: ModelConfig): ModelShape => ({
+  layerCount: config.num_hidden_layers, hiddenSize: config.hidden_size, vocabSize: typeof config.vocab_size === 'number' ? config.vocab_size : undefined,
+});
+
+function refusePair(baseId: string, fineTuneId: string, differences: string[]): void {
+  if (differences.length === 0) return;
+  throw new Error(`${fineTuneId} is not a fine-tune of ${baseId}'s architecture (${differences.join('; ')}): ` +
+    'compare two models of one architecture, e.g. a model and a fine-tune of it.');
+}
+
 /** Refuses a pair that is not one architecture: what differs is named, since a diff between them means nothing. */
 export function assertSameArchitecture(base: SteerableModel, fineTune: SteerableModel): void {
-  const differences: string[] = [];
-  const compare = (what: string, a: unknown, b: unknown) => a !== b && differences.push(`${what}: ${a} vs ${b}`);
-  compare('layer count', base.analysis.layerCount, fineTune.analysis.layerCount);
-  compare('hidden size', base.analysis.hiddenSize, fineTune.analysis.hiddenSize);
-  compare('vocabulary size', base.vocabSize, fineTune.vocabSize);
+  const shape = (model: SteerableModel): ModelShape => ({ layerCount: model.analysis.layerCount, hiddenSize: model.analysis.hiddenSize, vocabSize: model.vocabSize });
+  const differences = shapeDifferences(shape(base), shape(fineTune));
   if (!base.tokenizer || !fineTune.tokenizer) differences.push('tokenizer: both models need a tokenizer.json');
   else {
     const probe = 'Once upon a time, the quick brown fox said "héllo" to 42 friends.';
     const [a, b] = [base.tokenizer.encode(probe), fineTune.tokenizer.encode(probe)];
     if (a.join() !== b.join()) differences.push('tokenizer: the two tokenise the same text differently');
   }
-  if (differences.length > 0) {
-    throw new Error(`${fineTune.id} is not a fine-tune of ${base.id}'s architecture (${differences.join('; ')}): ` +
-      'compare two models of one architecture, e.g. a model and a fine-tune of it.');
-  }
+  refusePair(base.id, fineTune.id, differences);
 }
 
 /**
- * Loads the fine-tune beside `base`: on the base's backend, instrumented for ablation too, refused before
- * anything large is downloaded when both would not fit (the estimate is given), and refused with what
- * differs when it is not the base's architecture.
+ * Loads the fine-tune beside `base`: on the base's backend, instrumented for ablation too; refused before
+ * anything large is downloaded when config.json states other sizes or both would not fit (the estimate is
+ * given), and once loaded when its graph or tokenizer differ.
  */
 export async function loadFineTune(base: SteerableModel, source: ModelSource, options: LoadOptions = {}): Promise<SteerableModel> {
   const budget = options.memoryBudget ?? deviceMemoryBudget(base.backend);
@@ -64,6 +76,8 @@ export async function loadFineTune(base: SteerableModel, source: ModelSource, op
   const baseBytes = estimateModelMemory(base.config, baseDtype)?.weightBytes ?? 0;
   const fineTune = await loadModel(source, {
     ...options, backend: base.backend, ablation: true, memoryBudget: budget === undefined ? undefined : Math.max(0, budget - baseBytes),
+    // The sizes config.json states are compared before the graph is downloaded; the rest once it is loaded.
+    beforeDownload: (config) => refusePair(base.id, source.id, shapeDifferences(shapeOfConfig(base.config), shapeOfConfig(config))),
   }).catch((error: unknown) => {
     if (!(error instanceof ModelTooLargeError)) throw error;
     throw new ModelTooLargeError(`Both models must be loaded at once, and ${base.id} already holds about ${gigabytes(baseBytes)}. ${error.message}`);

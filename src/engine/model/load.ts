@@ -23,6 +23,8 @@ export interface LoadOptions {
   memoryBudget?: number;
   /** Also instrument every layer for directional ablation (off by default: it costs a little per step). */
   ablation?: boolean;
+  /** Called with config.json and the chosen dtype before the graph is downloaded; may throw to stop the load. */
+  beforeDownload?: (config: ModelConfig, dtype: Dtype) => void;
 }
 
 export interface PreparedGraph {
@@ -220,6 +222,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   const { config, file, bytes, readExternal } = await readModelGraph(source, {
     dtype: options.dtype, preferred: dtypePreference(backend, shaderF16), onProgress, signal,
     beforeDownload: (config, dtype) => {
+      options.beforeDownload?.(config, dtype);
       if (!options.allowLargeModel) checkMemory(config, dtype, backend, source.id, options.memoryBudget ?? deviceMemoryBudget(backend));
     },
   });
