@@ -132,7 +132,7 @@ export async function diffModels(base: SteerableModel, fineTune: SteerableModel,
   return { ...fitted, mode, promptSetHash: await hashSet({ kind: 'diff', prompts: request.prompts }) };
 }
 
-/** The diff as a vector file: made on the base's residual scale, provenance naming both models. */
+/** The diff as a vector file under the base's name (residual norms pooled over both models), provenance naming both. */
 export function vectorFileFromDiff(
   extraction: Extraction,
   base: { id: string; revision?: string; hiddenSize: number },
