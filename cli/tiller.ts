@@ -1,6 +1,6 @@
 /**
- * `tiller` — the engine from a terminal: inspect a graph, check the steering edit, extract a direction,
- * see the next-token distribution, generate text.
+ * `tiller` — the engine from a terminal: inspect a graph, check the steering edit, extract a direction (or
+ * diff a fine-tune against its base), see the next-token distribution, generate text.
  * Same engine code as the browser app; models come from a folder, a single .onnx file, or a Hub id.
  */
 import { readFile, stat, writeFile } from 'node:fs/promises';
@@ -24,7 +24,8 @@ import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import type { ModelSource } from '../src/engine/sources/source.ts';
 import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/generation/next-token.ts';
-import { contrastiveSetOf, presetById } from '../src/engine/directions/presets.ts';
+import { contrastiveSetOf, diffPromptsOf, presetById } from '../src/engine/directions/presets.ts';
+import { type DiffRequest, diffModels, loadFineTune, vectorFileFromDiff } from '../src/engine/directions/model-diff.ts';
 import { meterScaleOf, meterValue, textProjections } from '../src/engine/inside/projection.ts';
 import { type ModelConfig, type SteeringRow, SteerableModel } from '../src/engine/model/steerable-model.ts';
 import { directionMultiplier, scaledDirection } from '../src/engine/directions/strength.ts';
@@ -40,6 +41,8 @@ const USAGE = `usage:
                   [--vector FILE [--layer L] [--strength S | --ablate]]
   tiller extract <model> (--preset NAME | --positive FILE --negative FILE) [--method mean|pca]
                   [--mode last|mean|answer] --out FILE.json|FILE.gguf
+  tiller diff <base> <fine-tune> (--preset NAME | --prompts FILE) [--mode mean|answer] --out FILE.json
+                  the direction a fine-tune moved: its mean residual minus the base's, per layer
   tiller next <model> --prompt TEXT [--chat] [--vector FILE [--layer L] [--strength S]] [--top K] [--json]
   tiller lens <model> --vector FILE [--layer L] [--top K] [--json]     tokens the direction raises and lowers
   tiller meter <model> --vector FILE [--layer L] --text TEXT [--json]  the persona meter, token by token
@@ -49,6 +52,8 @@ const USAGE = `usage:
 residual; ±0.1–0.5 is the useful range) for vectors Tiller extracted; for GGUF control vectors, which
 carry no residual norms, it multiplies the vector as llama.cpp does. --layer defaults to the file's
 recommended layer. --positive/--negative files hold one text per line, or a JSON list of strings.
+A diff file steers both models of its pair: --strength S on the base adds the diff (the table's "strength
+of the diff" adds it as measured), a negative strength or --ablate on the fine-tune takes it away.
 
 <model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
 sets the server), or, for inspect and check, a single .onnx file.`;
@@ -79,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
     case 'check': return check(target, dtype, backend, values);
     case 'generate': return generateCommand(target, dtype, backend, values);
     case 'extract': return extractCommand(target, dtype, backend, values);
+    case 'diff': return diffCommand(target, positionals[1], dtype, backend, values);
     case 'next': return nextCommand(target, dtype, backend, values);
     case 'lens': return lensCommand(target, dtype, backend, values);
     case 'meter': return meterCommand(target, dtype, backend, values);
@@ -88,7 +94,7 @@ async function main(argv: string[]): Promise<number> {
 
 type Flags = Record<string, string | boolean | undefined>;
 
-const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'next', 'lens', 'meter', 'serve'];
+const COMMANDS = ['inspect', 'check', 'generate', 'extract', 'diff', 'next', 'lens', 'meter', 'serve'];
 
 const OPTIONS = {
   json: { type: 'boolean' },
@@ -115,6 +121,7 @@ const OPTIONS = {
   negative: { type: 'string' },
   method: { type: 'string' },
   mode: { type: 'string' },
+  prompts: { type: 'string' },
   out: { type: 'string' },
   top: { type: 'string' },
   models: { type: 'string' },
@@ -336,7 +343,7 @@ async function generateCommand(target: string, dtype: Dtype | undefined, backend
 async function nextCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('next needs --prompt TEXT');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate) });
   const steering = steeringFromFlags(vectors, model, flags);
   const rows = steering.length > 0 ? [[], steering] : [[]];
   const [unsteered, steered] = await nextTokens(model, { ...promptFromFlags(flags), rows, top: number(flags, 'top') ?? 10 });
@@ -426,6 +433,38 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
   }
   console.log(`recommended layer ${extraction.recommendedLayer}; wrote ${out}`);
   await model.dispose();
+  return 0;
+}
+
+/** Model diffing: the same prompts through a base and its fine-tune; per layer the mean residual difference. */
+async function diffCommand(baseTarget: string, fineTuneTarget: string | undefined, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
+  if (!fineTuneTarget) throw new UsageError('diff needs two models: tiller diff <base> <fine-tune> …');
+  const out = flags.out as string | undefined;
+  if (!out || !out.endsWith('.json')) throw new UsageError('diff needs --out FILE.json');
+  const mode = flags.mode === undefined ? undefined : oneOf(flags, 'mode', ['mean', 'answer'] as const);
+  const preset = flags.preset as string | undefined;
+  let prompts: DiffRequest['prompts'];
+  if (preset) prompts = diffPromptsOf(presetById(preset));
+  else if (flags.prompts) prompts = await readTexts(flags.prompts as string);
+  else throw new UsageError('diff needs --preset NAME (its prompts) or --prompts FILE (neutral prompts, one a line or a JSON list)');
+
+  const base = await loadModel(await sourceFor(baseTarget, flags), { dtype, backend, onProgress: progressPrinter() });
+  const fineTune = await loadFineTune(base, await sourceFor(fineTuneTarget, flags), { dtype, onProgress: progressPrinter() });
+  const started = performance.now();
+  const extraction = await diffModels(base, fineTune, { prompts, mode }, {
+    onProgress: (stage, done, total) => process.stderr.isTTY && process.stderr.write(`\r${stage} ${done}/${total}${done === total ? '\n' : ''}`),
+  });
+  console.log(`${fineTune.id} − ${base.id}: mean residual over ${extraction.mode === 'answer' ? "the fine-tune's answers" : 'prompt tokens'} of ${prompts.length} prompts, ` +
+    `separation held out over ${extraction.folds} folds, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log('layer       ‖diff‖  residual norm  strength of the diff  AUROC  separation (d′)');
+  for (const l of extraction.layers) {
+    console.log(`${String(l.layer).padStart(5)}  ${l.norm.toFixed(4).padStart(11)}  ${l.meanResidualNorm.toFixed(3).padStart(13)}  ${(l.norm / l.meanResidualNorm).toFixed(3).padStart(20)}  ` +
+      `${l.auroc.toFixed(3)}  ${l.separation.toFixed(2).padStart(15)}${l.layer === extraction.recommendedLayer ? '  ← most separated' : ''}`);
+  }
+  await writeFile(out, serializeVectorFile(vectorFileFromDiff(extraction, base.info, fineTune.info, prompts.length, preset)));
+  console.log(`wrote ${out}`);
+  await fineTune.dispose();
+  await base.dispose();
   return 0;
 }
 

@@ -21,6 +21,7 @@ import type { Dtype } from './sources/variants.ts';
 import type { ModelInfo, SteerableModel } from './model/steerable-model.ts';
 import type { ChatMessage } from './model/tokenizer.ts';
 import { type VectorFile, vectorFileFromExtraction } from './directions/vector-file.ts';
+import { type DiffRequest, type DiffStage, diffModels, loadFineTune, vectorFileFromDiff } from './directions/model-diff.ts';
 
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
@@ -61,6 +62,11 @@ export interface ExtractRequest {
   preset?: string;
 }
 
+export interface ModelDiffRequest extends DiffRequest {
+  /** Preset whose prompts were used, recorded in the vector file. */
+  preset?: string;
+}
+
 export interface CacheInfo {
   files: number;
   bytes: number;
@@ -86,6 +92,15 @@ export interface TillerEngine {
   logitLens(jobId: string, direction: ArrayLike<number>, top?: number): Promise<LogitLens>;
   /** Trait and coherence of short continuations over layers × strengths. */
   strengthMap(jobId: string, request: StrengthMapRequest, onProgress?: (done: number, total: number) => void): Promise<StrengthMapCell[]>;
+  /** Loads a second model beside the loaded base (same architecture, both within memory, else refused saying why);
+   *  loading another base drops it. */
+  loadFineTune(jobId: string, request: LoadRequest, onProgress?: (p: FileProgress) => void): Promise<ModelInfo>;
+  fineTuneInfo(): ModelInfo | undefined;
+  unloadFineTune(): Promise<void>;
+  /** Per layer, the fine-tune's mean residual minus the base's over the same prompts, as a vector file naming both. */
+  diff(jobId: string, request: ModelDiffRequest, onProgress?: (stage: DiffStage, done: number, total: number) => void): Promise<VectorFile>;
+  /** `generate` on the fine-tune (e.g. unsteered, and with the diff subtracted or ablated). */
+  generateFineTune(jobId: string, request: GenerateRequest, onToken?: (event: TokenEvent) => void): Promise<GenerateResult>;
   /** Model files kept by the browser (undefined where there is no Cache Storage, e.g. Node). */
   cacheInfo(): Promise<CacheInfo | undefined>;
   /** Removes cached model files: all, or (keepCurrent) all but the loaded model's. */
@@ -98,6 +113,8 @@ export interface TillerEngine {
 
 export function createEngine(): TillerEngine {
   let model: SteerableModel | undefined;
+  /** Model diffing's second model, beside `model` (its base). */
+  let fineTune: SteerableModel | undefined;
   const jobs = new Map<string, AbortController>();
   // ONNX Runtime sessions take one run at a time, and a model must not be released under a running job:
   // all model work goes through this queue, one job after another.
@@ -157,6 +174,8 @@ export function createEngine(): TillerEngine {
   };
   /** Releases the loaded model first (on WASM both would share one heap while the new one loads), then loads `request`. */
   const replaceModel = async (request: LoadRequest, signal: AbortSignal, onProgress?: (p: FileProgress) => void): Promise<SteerableModel> => {
+    await fineTune?.dispose();
+    fineTune = undefined;
     await model?.dispose();
     model = undefined;
     const source = sourceFor(request.location);
@@ -230,6 +249,39 @@ export function createEngine(): TillerEngine {
 
     strengthMap: (jobId, request, onProgress) => withModelJob(jobId, (signal) => strengthMap(loaded(), request, { onProgress, signal })),
 
+    loadFineTune: (jobId, request, onProgress) =>
+      withJob(jobId, async (signal) => {
+        const base = loaded();
+        await fineTune?.dispose();
+        fineTune = undefined;
+        fineTune = await loadFineTune(base, sourceFor(request.location), {
+          dtype: request.dtype, onProgress, signal, allowLargeModel: request.allowLargeModel,
+        });
+        return fineTune.info;
+      }),
+
+    fineTuneInfo: () => fineTune?.info,
+
+    unloadFineTune: () =>
+      withJob('unload-fine-tune', async () => {
+        await fineTune?.dispose();
+        fineTune = undefined;
+      }),
+
+    diff: (jobId, request, onProgress) =>
+      withModelJob(jobId, async (signal) => {
+        const base = loaded();
+        if (!fineTune) throw new Error('no fine-tune is loaded: load the second model first');
+        const extraction = await diffModels(base, fineTune, request, { onProgress, signal });
+        return vectorFileFromDiff(extraction, base.info, fineTune.info, request.prompts.length, request.preset);
+      }),
+
+    generateFineTune: (jobId, request, onToken) =>
+      withModelJob(jobId, (signal) => {
+        if (!fineTune) throw new Error('no fine-tune is loaded: load the second model first');
+        return generate(fineTune, request, { onToken, signal });
+      }),
+
     cacheInfo: async () => {
       const size = await modelCacheSize();
       return size && { ...size, lastError: lastCacheError };
@@ -250,6 +302,8 @@ export function createEngine(): TillerEngine {
       cancelAll();
       lastLoad = undefined;
       return withJob('unload', async () => {
+        await fineTune?.dispose();
+        fineTune = undefined;
         await model?.dispose();
         model = undefined;
       });

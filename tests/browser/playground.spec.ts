@@ -240,14 +240,15 @@ test('the guided lesson walks from a direction to steering and monitoring on the
   await nextRun(page, runs); // live since the first Generate: the new strength restarts the columns
   await expect(page.getByTestId('column-steered')).toContainText('-0.3');
   await next.click();
-  await expect(heading).toContainText('step 6 of 6: Monitor it');
+  // stories260K-sad-dogs-hf is served beside it: the lesson gains its optional model-diffing step.
+  await expect(heading).toContainText('step 6 of 7: Monitor it');
   await expect(strength).toHaveValue('0');
   await page.getByRole('button', { name: 'Back' }).click();
   await expect(heading).toContainText('Subtract it');
   await page.getByRole('button', { name: 'Skip lesson' }).click();
   await expect(lesson).toHaveCount(0);
   await page.getByRole('button', { name: 'Guided lesson' }).click();
-  await expect(heading).toContainText('step 1 of 6');
+  await expect(heading).toContainText('step 1 of 7');
   expect(errors).toEqual([]);
 });
 

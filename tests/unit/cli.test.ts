@@ -284,3 +284,35 @@ describe('tiller extract and next', () => {
     expect(bad.stderr).toMatch(/unknown preset "nope"; known presets: .*happy-sad-stories/);
   });
 });
+
+describe('tiller diff', () => {
+  const sadDogs = sharedModel('stories260K-sad-dogs-hf');
+  it('diffs the sad-dogs fine-tune against its base; the file steers the base and is taken out of the fine-tune', async () => {
+    const prompts = path.join(tmp, 'neutral.txt');
+    await writeFile(prompts, 'Tom went to the park with his mom.\nThe sun was up and the sky was blue.\nMom made soup for lunch.\nOne day, Ben saw a bird in a tree.\n');
+    const json = path.join(tmp, 'sad-dogs.json');
+    const { stdout } = await ok(['diff', stories, sadDogs, '--prompts', prompts, '--out', json]);
+    expect(stdout).toContain('stories260K-sad-dogs-hf − stories260K-hf: mean residual over prompt tokens of 4 prompts');
+    expect(stdout).toMatch(/\n\s+0\s+0\.0000\s/); // block 0 is the base's: no difference there
+    const file = JSON.parse(await readFile(json, 'utf8'));
+    expect(file).toMatchObject({ model: { id: 'stories260K-hf' }, diff: { base: { id: 'stories260K-hf' }, fineTune: { id: 'stories260K-sad-dogs-hf' }, prompts: 4 } });
+
+    const next = async (model: string, extra: string[]) => JSON.parse((await ok(['next', model, '--prompt', 'Lily was very', '--top', '512', '--json', ...extra])).stdout);
+    const gap = (tokens: { piece: string; logit: number }[]) => tokens.find((t) => t.piece === '▁happy')!.logit - tokens.find((t) => t.piece === '▁sa')!.logit;
+    const onBase = await next(stories, ['--vector', json, '--layer', '2', '--strength', '0.08']);
+    expect(gap(onBase.steered)).toBeLessThan(gap(onBase.unsteered));
+    const onFineTune = await next(sadDogs, ['--vector', json, '--layer', '2', '--strength', '-0.08']);
+    expect(gap(onFineTune.steered)).toBeGreaterThan(gap(onFineTune.unsteered));
+    const ablated = await next(sadDogs, ['--vector', json, '--layer', '2', '--ablate']);
+    expect(gap(ablated.steered)).not.toBe(gap(ablated.unsteered));
+  });
+
+  it('refuses a second model of another architecture, naming what differs, and a diff without prompts', async () => {
+    const run = await tiller(['diff', stories, builder, '--preset', 'happy-sad-stories', '--out', path.join(tmp, 'x.json')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("is not a fine-tune of stories260K-hf's architecture (layer count: 5 vs 2; hidden size: 64 vs 16");
+    const bare = await tiller(['diff', stories, sadDogs, '--out', path.join(tmp, 'x.json')]);
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain('diff needs --preset NAME (its prompts) or --prompts FILE');
+  });
+});

@@ -158,7 +158,8 @@ async function answerAll(
   return { positive, negative, samples };
 }
 
-export async function hashSet(set: ContrastiveSet): Promise<string> {
+/** SHA-256 of a prompt set (a contrastive set, or a diff's prompts) as JSON. */
+export async function hashSet(set: ContrastiveSet | { kind: 'diff'; prompts: unknown[] }): Promise<string> {
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(set)));
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }

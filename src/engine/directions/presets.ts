@@ -16,6 +16,7 @@ import happySadStories from './presets/happy-sad-stories.json' with { type: 'jso
 import kindMeanStories from './presets/kind-mean-stories.json' with { type: 'json' };
 import misalignedPersona from './presets/misaligned-persona.json' with { type: 'json' };
 import piratePlain from './presets/pirate-plain.json' with { type: 'json' };
+import type { ChatMessage } from '../model/tokenizer.ts';
 import type { ContrastiveSet } from './extract.ts';
 
 interface PresetCommon {
@@ -208,4 +209,11 @@ export function contrastiveSetOf(preset: Preset): ContrastiveSet {
     };
   }
   return { kind: 'texts', positive: [...preset.positive], negative: [...preset.negative] };
+}
+
+/** A preset's prompts as diff prompts: both sides of a base preset (balanced, so neutral as a whole), or a
+ *  chat preset's questions asked with no system prompt (the fine-tune answers them in answer mode). */
+export function diffPromptsOf(preset: Preset): (string | ChatMessage[])[] {
+  if (preset.modelKind === 'chat') return preset.questions.map((question) => [{ role: 'user', content: question }]);
+  return [...preset.positive, ...preset.negative];
 }

@@ -4,7 +4,7 @@
  * field named, and a vector for another model is refused before it steers anything.
  */
 import { type DirectionMethod, type ExampleProjections } from './directions.ts';
-import { vectorLength } from '../vectors.ts';
+import { dot, vectorLength } from '../vectors.ts';
 import type { ExtractionMode, Extraction } from './extract.ts';
 import type { ControlVector } from './gguf.ts';
 
@@ -33,6 +33,8 @@ export interface VectorFile {
   promptSetHash?: string;
   created?: string;
   recommendedLayer?: number;
+  /** Model diffing: the fine-tune's mean residual minus the base's (`model`) over `prompts` neutral prompts. */
+  diff?: { base: { id: string; revision?: string }; fineTune: { id: string; revision?: string }; prompts: number };
   directions: VectorDirection[];
 }
 
@@ -145,6 +147,10 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
       projections: projections as ExampleProjections | undefined,
     };
   });
+  const diff = optional<VectorFile['diff']>('diff', (v) => {
+    const named = (m: unknown) => isObject(m) && typeof m.id === 'string' && m.id !== '' && (m.revision === undefined || isString(m.revision));
+    return isObject(v) && named(v.base) && named(v.fineTune) && Number.isInteger(v.prompts);
+  }, 'must name the base and the fine-tune ({ base: { id }, fineTune: { id }, prompts })');
   const recommendedLayer = optional<number>('recommendedLayer', (v) => Number.isInteger(v) && layersSeen.has(v as number), 'must be one of the layers in "directions"');
   return {
     format: 'tiller.vector',
@@ -157,6 +163,7 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
     promptSetHash: optional('promptSetHash', isString, 'must be a string'),
     created: optional('created', isString, 'must be a date string'),
     recommendedLayer,
+    diff,
     directions,
   };
 }
@@ -169,7 +176,9 @@ export function assertVectorFits(file: VectorFile, model: { id: string; hiddenSi
         'Compute a direction for this model instead.',
     );
   }
-  if (baseName(file.model.id) !== baseName(model.id)) {
+  // A diff direction belongs to both models of its pair: it steers the base and is removed from the fine-tune.
+  const madeFor = [file.model.id, ...(file.diff ? [file.diff.fineTune.id] : [])];
+  if (!madeFor.some((id) => baseName(id) === baseName(model.id))) {
     throw new VectorFileError(
       `this vector was made for ${file.model.id}, not ${model.id}: directions do not transfer between models. Compute one for ${model.id}.`,
     );
@@ -184,4 +193,15 @@ export function assertVectorFits(file: VectorFile, model: { id: string; hiddenSi
 /** The same model may be known as "owner/name", a folder "name", or a URL ending in it. */
 function baseName(id: string): string {
   return id.replace(/\/+$/, '').split('/').pop()!.toLowerCase();
+}
+
+/** Per layer both files have, the cosine between their directions (0 where either is zero). */
+export function directionCosines(a: VectorFile, b: VectorFile): { layer: number; cosine: number }[] {
+  if (a.hiddenSize !== b.hiddenSize) throw new Error(`the two directions have different hidden sizes (${a.hiddenSize} vs ${b.hiddenSize})`);
+  return a.directions.flatMap(({ layer, vector }) => {
+    const other = b.directions.find((d) => d.layer === layer);
+    if (!other) return [];
+    const lengths = vectorLength(vector) * vectorLength(other.vector);
+    return [{ layer, cosine: lengths > 0 ? dot(vector, other.vector) / lengths : 0 }];
+  });
 }

@@ -25,6 +25,8 @@ export interface LoadOptions {
   memoryBudget?: number;
   /** Also instrument every layer for directional ablation (off by default: it costs a little per step). */
   ablation?: boolean;
+  /** Called with config.json and the chosen dtype before the graph is downloaded; may throw to stop the load. */
+  beforeDownload?: (config: ModelConfig, dtype: Dtype) => void;
 }
 
 export interface PreparedGraph {
@@ -149,7 +151,7 @@ export class ModelTooLargeError extends Error {
 }
 
 const count = (n: number) => (n < 1e9 ? `${Number((n / 1e6).toPrecision(2))}M` : `${Number((n / 1e9).toPrecision(2))}B`);
-const gigabytes = (bytes: number) => (bytes < 1e9 ? `${Math.ceil(bytes / 1e6)} MB` : `${(bytes / 1e9).toFixed(1)} GB`);
+export const gigabytes = (bytes: number) => (bytes < 1e9 ? `${Math.ceil(bytes / 1e6)} MB` : `${(bytes / 1e9).toFixed(1)} GB`);
 
 function checkMemory(config: ModelConfig, dtype: Dtype, backend: Backend, id: string, budget: number | undefined): void {
   const estimate = estimateModelMemory(config, dtype);
@@ -216,6 +218,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   const { config, file, bytes, readExternal } = await readModelGraph(source, {
     dtype: options.dtype, preferred: dtypePreference(backend, shaderF16), onProgress, signal,
     beforeDownload: (config, dtype) => {
+      options.beforeDownload?.(config, dtype);
       if (!options.allowLargeModel) checkMemory(config, dtype, backend, source.id, options.memoryBudget ?? deviceMemoryBudget(backend));
     },
   });

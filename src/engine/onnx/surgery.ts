@@ -161,35 +161,72 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
     }
   }
 
-  const graphWriter = new ProtoWriter();
-  let nodeIndex = 0;
-  let initializerIndex = 0;
-  for (const field of fields(bytes, graph.start, graph.end)) {
-    let replacement: Uint8Array | undefined;
-    if (field.number === GRAPH_NODE) replacement = replacedNodes.get(nodeIndex++);
-    else if (field.number === GRAPH_INITIALIZER) replacement = replacedInitializers.get(initializerIndex++);
-    if (replacement) graphWriter.bytes(field.number, replacement);
-    else graphWriter.raw(bytes.subarray(field.start, field.end));
-  }
-  // ONNX Runtime sorts nodes topologically itself, so appended nodes may come last.
-  for (const node of addedNodes) graphWriter.bytes(GRAPH_NODE, node);
-  for (const tensor of addedInitializers) graphWriter.bytes(GRAPH_INITIALIZER, tensor);
-  for (const input of addedInputs) graphWriter.bytes(GRAPH_INPUT, input);
-  for (const output of addedOutputs) graphWriter.bytes(GRAPH_OUTPUT, output);
-
-  const modelWriter = new ProtoWriter();
-  for (const field of fields(bytes)) {
-    if (field.start === model.graphField.start) modelWriter.bytes(field.number, graphWriter.finish());
-    else modelWriter.raw(bytes.subarray(field.start, field.end));
-  }
+  const edited = rewriteGraph(model, { replacedNodes, replacedInitializers, addedNodes, addedInitializers, addedInputs, addedOutputs });
   return {
-    bytes: modelWriter.finish(),
+    bytes: edited,
     steeringInputs,
     ablationInputs,
     hiddenOutputs,
     selfReference: replacedInitializers.size > 0 ? options.fileName : undefined,
     logitsFrom: lmHead ? LOGITS_FROM : undefined,
   };
+}
+
+/**
+ * A copy of the model whose residual after `layer` has a constant `vector` added at every position (through
+ * the branch, as steering adds it), weights left where they were. A model that differs from the original by
+ * a known vector: what model diffing must recover exactly.
+ */
+export function bakeResidualVector(model: OnnxModel, analysis: GraphAnalysis, layer: number, vector: Float32Array): Uint8Array {
+  const site = analysis.layers.find((entry) => entry.layer === layer);
+  if (!site) throw new Error(`layer ${layer} does not exist (the model has layers 0–${analysis.layerCount - 1})`);
+  if (site.elemType !== TensorType.FLOAT) throw new Error('baking a vector in needs a float32 residual');
+  if (vector.length !== analysis.hiddenSize) throw new Error(`the vector has ${vector.length} values; the hidden size is ${analysis.hiddenSize}`);
+  const constant = `tiller.baked.${layer}`;
+  const bakedBranch = `tiller.layer${layer}.baked_branch`;
+  const raw = new Uint8Array(Float32Array.from(vector).buffer);
+  return rewriteGraph(model, {
+    replacedNodes: new Map([[site.node.index, replaceNodeInput(model.bytes, site.node, site.branchInput, bakedBranch)]]),
+    addedNodes: [encodeNode('Add', `tiller/baked_${layer}`, [site.node.inputs[site.branchInput], constant], [bakedBranch])],
+    addedInitializers: [new ProtoWriter().int(1, vector.length).int(2, TensorType.FLOAT).string(8, constant).bytes(TENSOR_RAW_DATA, raw).finish()],
+  });
+}
+
+interface GraphEdit {
+  /** Node or initializer index → its new bytes. */
+  replacedNodes?: Map<number, Uint8Array>;
+  replacedInitializers?: Map<number, Uint8Array>;
+  addedNodes?: Uint8Array[];
+  addedInitializers?: Uint8Array[];
+  addedInputs?: Uint8Array[];
+  addedOutputs?: Uint8Array[];
+}
+
+/** The model with its graph edited; every other field copied byte for byte. */
+function rewriteGraph(model: OnnxModel, edit: GraphEdit): Uint8Array {
+  const { bytes, graph } = model;
+  const graphWriter = new ProtoWriter();
+  let nodeIndex = 0;
+  let initializerIndex = 0;
+  for (const field of fields(bytes, graph.start, graph.end)) {
+    let replacement: Uint8Array | undefined;
+    if (field.number === GRAPH_NODE) replacement = edit.replacedNodes?.get(nodeIndex++);
+    else if (field.number === GRAPH_INITIALIZER) replacement = edit.replacedInitializers?.get(initializerIndex++);
+    if (replacement) graphWriter.bytes(field.number, replacement);
+    else graphWriter.raw(bytes.subarray(field.start, field.end));
+  }
+  // ONNX Runtime sorts nodes topologically itself, so appended nodes may come last.
+  for (const node of edit.addedNodes ?? []) graphWriter.bytes(GRAPH_NODE, node);
+  for (const tensor of edit.addedInitializers ?? []) graphWriter.bytes(GRAPH_INITIALIZER, tensor);
+  for (const input of edit.addedInputs ?? []) graphWriter.bytes(GRAPH_INPUT, input);
+  for (const output of edit.addedOutputs ?? []) graphWriter.bytes(GRAPH_OUTPUT, output);
+
+  const modelWriter = new ProtoWriter();
+  for (const field of fields(bytes)) {
+    if (field.start === model.graphField.start) modelWriter.bytes(field.number, graphWriter.finish());
+    else modelWriter.raw(bytes.subarray(field.start, field.end));
+  }
+  return modelWriter.finish();
 }
 
 function encodeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: Uint8Array[] = []): Uint8Array {
