@@ -144,16 +144,13 @@ describe('tiller serve under hostile requests (issue 14)', () => {
       () => rawRequest(port, '\x00\x01garbage\r\n\r\n'),
       () => abortedDownload(port, '/models/tiny/onnx/model.onnx'),
       () => abortedDownload(port, '/models/tiny/emfile-weights.bin'),
-      async () => expect((await fetch(`${base}/models/tiny/onnx/model.onnx`)).headers.get('content-length')).toBe(String(4 << 20)),
+      async () => expect((await (await fetch(`${base}/models/tiny/onnx/model.onnx`)).arrayBuffer()).byteLength).toBe(4 << 20),
       async () => expect((await fetch(`${base}/models/index.json`)).status).toBe(200),
       async () => expect((await fetch(`${base}/models/..%2F..%2Fetc%2Fpasswd`)).status).toBe(404),
     ];
     const round = async (count: number) => {
       for (let start = 0; start < count; start += 20) {
-        await Promise.all(Array.from({ length: 20 }, (_, j) => kinds[(start + j) % kinds.length]().then(async (body) => {
-          // Read normal bodies to the end, so a completed download is counted as completed.
-          if (body instanceof Response) await body.arrayBuffer();
-        })));
+        await Promise.all(Array.from({ length: 20 }, (_, j) => kinds[(start + j) % kinds.length]()));
       }
     };
     await round(80); // warm up: sockets, buffers and the JIT reach their steady state
