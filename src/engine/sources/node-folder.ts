@@ -1,5 +1,5 @@
 /** A model folder on the local disk (Node only: the CLI and tests; the browser bundle never imports this). */
-import { type FileHandle, open, readdir } from 'node:fs/promises';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   type ModelSource,
@@ -30,9 +30,13 @@ export class FolderSource implements ModelSource {
     if (signal?.aborted) throw abortedError(file, this.id);
     let handle: FileHandle | undefined;
     try {
+      // Before opening: opening a FIFO waits for a writer forever, and a device such as /dev/zero never ends.
+      const info = await stat(fullPath);
+      if (info.isDirectory()) throw new ModelFileError('missing', file, `${fullPath} is a folder, not a file: ${this.id} needs ${file} as a file`);
+      if (!info.isFile()) {
+        throw new ModelFileError('not-onnx', file, `${fullPath} is not a regular file (a FIFO, socket or device): ${this.id} needs ${file} as a plain file`);
+      }
       handle = await open(fullPath, 'r');
-      const info = await handle.stat();
-      if (!info.isFile()) throw new ModelFileError('missing', file, `${fullPath} is a folder, not a file: ${this.id} needs ${file} as a file`);
       const size = info.size;
       const bytes = new Uint8Array(size);
       const report = progressReporter(file, size, onProgress);
