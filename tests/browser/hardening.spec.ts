@@ -5,7 +5,6 @@ import { expect, test } from '@playwright/test';
 test('14.6: an unusable typed number is refused at its field, and a reload keeps every other setting', async ({ page }) => {
   await page.goto('/');
   await page.getByLabel('Prompt', { exact: true }).fill('Pip went to the sea');
-  await page.getByLabel('System prompt').fill('Answer like a pirate.');
   await page.getByLabel('Seed').fill('7');
   await page.getByLabel('Max new tokens').fill('20');
   // Cleared, negative, zero or absurd: each is refused where it is typed, and the last good value stays.
@@ -21,7 +20,6 @@ test('14.6: an unusable typed number is refused at its field, and a reload keeps
   }
   await page.reload();
   await expect(page.getByLabel('Prompt', { exact: true })).toHaveValue('Pip went to the sea');
-  await expect(page.getByLabel('System prompt')).toHaveValue('Answer like a pirate.');
   await expect(page.getByLabel('Seed')).toHaveValue('7');
   await expect(page.getByLabel('Max new tokens')).toHaveValue('20');
   await expect(page.getByTestId('settings-problem')).toHaveCount(0);
