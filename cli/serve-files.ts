@@ -79,6 +79,7 @@ async function sendFile(res: ServerResponse, root: string, relative: string, typ
   if (!file || !inside(file) || !(await stat(file).catch(() => undefined))?.isFile()) return false;
   const handle = await open(file, 'r');
   let size: number;
+  let modified: Date;
   try {
     const info = await handle.stat();
     if (!info.isFile()) {
@@ -86,6 +87,7 @@ async function sendFile(res: ServerResponse, root: string, relative: string, typ
       return false;
     }
     size = info.size;
+    modified = info.mtime;
   } catch (error) {
     await handle.close();
     throw error;
@@ -95,6 +97,8 @@ async function sendFile(res: ServerResponse, root: string, relative: string, typ
     return true;
   }
   res.setHeader('Content-Length', String(size));
+  // With the size, what the page's cache compares to notice a replaced model file.
+  res.setHeader('Last-Modified', modified.toUTCString());
   res.setHeader('Content-Type', types[path.extname(file).toLowerCase()] ?? 'application/octet-stream');
   const stream = handle.createReadStream(); // closes the handle when it ends or is destroyed
   stream.on('error', () => answer(res, 500, `could not read ${relative}`));

@@ -69,8 +69,14 @@ export class FolderSource implements ModelSource {
 
   async listOnnxFiles(): Promise<string[]> {
     try {
-      const entries = await readdir(path.join(this.folder, 'onnx'), { withFileTypes: true });
-      return entries.filter((entry) => entry.isFile()).map((entry) => entry.name).sort();
+      const onnx = path.join(this.folder, 'onnx');
+      const entries = await readdir(onnx, { withFileTypes: true });
+      // Symlinks count when they lead to a file: the Hugging Face cache links every file to a blob elsewhere.
+      const isFile = async (entry: (typeof entries)[number]) =>
+        entry.isFile() || (entry.isSymbolicLink() && Boolean((await stat(path.join(onnx, entry.name)).catch(() => undefined))?.isFile()));
+      const files = [];
+      for (const entry of entries) if (await isFile(entry)) files.push(entry.name);
+      return files.sort();
     } catch (error) {
       if (isNotFound(error)) return [];
       throw error;

@@ -76,6 +76,9 @@ export function progressReporter(file: string, total: number | undefined, onProg
   };
 }
 
+/** What an external-data file may be called: weights, never a name a browser would render or run (.svg, .html, .js). */
+export const DATA_FILE_NAME = /^[\w-][\w.-]*\.(onnx_data(_\d+)?|data|bin)$/;
+
 /** JSON and text files (config, tokenizer, template): the largest real tokenizer.json is about 35 MB. */
 export const TEXT_FILE_LIMIT = 64 << 20;
 /** Protobuf cannot encode a graph over 2 GiB; larger models keep their weights in external data files. */
