@@ -97,6 +97,17 @@ const decodeJson = (bytes: Uint8Array, file: string, id: string): Record<string,
   return json as Record<string, unknown>;
 };
 
+/** Sizes that, when a config.json gives them, must be whole numbers ≥ 1 (a context of 0 would cut every prompt to nothing). */
+const CONFIG_SIZES = ['hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'vocab_size', 'max_position_embeddings', 'intermediate_size'];
+
+function checkConfigSizes(config: Record<string, unknown>, id: string): void {
+  for (const key of CONFIG_SIZES) {
+    const value = config[key];
+    if (value === undefined || value === null || (Number.isSafeInteger(value) && (value as number) >= 1)) continue;
+    throw new ModelFileError('not-onnx', 'config.json', `config.json of ${id} gives ${key} = ${JSON.stringify(value)}, but it must be a whole number ≥ 1: fix config.json or download it again.`);
+  }
+}
+
 /** Multimodal configs (Gemma-3, Qwen-VL) keep the decoder's sizes under text_config. */
 export function textConfigOf(config: Record<string, unknown>): ModelConfig {
   const text = config.text_config;
@@ -202,6 +213,7 @@ export async function readModelGraph(
         'Download the whole model repository, not only the .onnx file.');
   }
   const config = textConfigOf(decodeJson(configBytes, 'config.json', source.id));
+  checkConfigSizes(config, source.id);
   const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, options.preferred);
   options.beforeDownload?.(config, dtype);
   const file = onnxFileForDtype(dtype);

@@ -119,6 +119,10 @@ export class TextTokenizer {
   private chatTemplate?: Template;
 
   private constructor(files: TokenizerFiles) {
+    const model = (files.tokenizerJson as { model?: unknown } | null)?.model;
+    if (typeof model !== 'object' || model === null) {
+      throw new Error('tokenizer.json has no "model" section: it is not a Hugging Face tokenizers file, or it was cut short. Download it again from the model repository');
+    }
     const config = files.tokenizerConfig;
     this.templateTokens = {};
     for (const key of TEMPLATE_TOKEN_KEYS) {
