@@ -155,7 +155,8 @@ export function startAppServer(appDir: string, modelsDir: string, port: number, 
     void models(req, res, async () => {
       const pathname = requestPath(req) ?? '/';
       const relative = pathname === '/' ? 'index.html' : pathname.slice(1);
-      res.setHeader('Content-Security-Policy', APP_CSP);
+      // For pages only: a worker script's own header would become the worker's policy, which the app never had.
+      if (relative.endsWith('.html')) res.setHeader('Content-Security-Policy', APP_CSP);
       try {
         const root = await realpath(folder).catch(() => folder);
         if (!(await sendFile(res, root, relative, APP_TYPES))) answer(res, 404, `not found: ${pathname}`);
