@@ -3,9 +3,12 @@
  * `/models/index.json` lists the model folders (those with a config.json), their onnx/ files (so the
  * engine can pick a variant) and whether they are chat models; `/models/<name>/<path>` serves their files; everything else is the built app.
  * Every answer carries cross-origin isolation headers, which multi-threaded WASM needs.
+ *
+ * The server is open to a whole room (and to any page a learner opens), so no request may end the
+ * process: every request ends in an answer (400 for a URL that does not parse, 500 for a read error),
+ * a download the client abandons closes its file, and files under models/ are served as data only.
  */
-import { createReadStream } from 'node:fs';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { open, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import path from 'node:path';
 
@@ -14,7 +17,11 @@ export const ISOLATION_HEADERS = {
   'Cross-Origin-Embedder-Policy': 'require-corp',
 } as const;
 
-const CONTENT_TYPES: Record<string, string> = {
+/** The app's Content-Security-Policy, sent as a header as well as index.html's meta tag (a test keeps them equal). */
+export const APP_CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; connect-src 'self' http: https:; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'none'";
+
+const APP_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript',
   '.mjs': 'text/javascript',
@@ -25,61 +32,143 @@ const CONTENT_TYPES: Record<string, string> = {
   '.svg': 'image/svg+xml',
 };
 
-/** Sends one file below `root`, or answers 404; never leaves `root`. */
-async function sendFile(res: ServerResponse, root: string, relative: string): Promise<boolean> {
-  const file = path.resolve(root, relative);
-  const info = file.startsWith(root + path.sep) ? await stat(file).catch(() => undefined) : undefined;
-  if (!info?.isFile()) return false;
-  res.setHeader('Content-Length', String(info.size));
-  res.setHeader('Content-Type', CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream');
-  createReadStream(file).pipe(res);
+/** Model files are data: never a type a browser would run or render (an `evil.svg` among the weights stays bytes). */
+const MODEL_TYPES: Record<string, string> = {
+  '.json': 'application/json',
+  '.jinja': 'text/plain; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8',
+  '.md': 'text/plain; charset=utf-8',
+};
+const MODEL_HEADERS = {
+  'Cross-Origin-Resource-Policy': 'same-origin',
+  'X-Content-Type-Options': 'nosniff',
+  // Even a browser that renders the file anyway gets no script, no plugins and no origin.
+  'Content-Security-Policy': "default-src 'none'; sandbox",
+} as const;
+
+/** The request's path, decoded; undefined when the URL or its escapes do not parse. */
+function requestPath(req: IncomingMessage): string | undefined {
+  try {
+    return decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
+  } catch {
+    return undefined;
+  }
+}
+
+function answer(res: ServerResponse, status: number, text: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+  res.end(text);
+}
+
+/**
+ * Sends one file below `root` (already a real path), or returns false for 404. Refuses any path whose
+ * real path leaves `root` (`..`, or a symlink out of the folder). The file is opened before the answer
+ * starts, so a read error (EMFILE, EACCES) becomes a 500; the stream is destroyed when the client goes away.
+ */
+async function sendFile(res: ServerResponse, root: string, relative: string, types: Record<string, string>): Promise<boolean> {
+  const inside = (file: string) => file.startsWith(root + path.sep);
+  const asked = path.resolve(root, relative);
+  if (!inside(asked)) return false;
+  const file = await realpath(asked).catch(() => undefined);
+  // Only regular files: opening a FIFO would block a thread until something writes to it.
+  if (!file || !inside(file) || !(await stat(file).catch(() => undefined))?.isFile()) return false;
+  const handle = await open(file, 'r');
+  let size: number;
+  let modified: Date;
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) {
+      await handle.close();
+      return false;
+    }
+    size = info.size;
+    modified = info.mtime;
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+  if (res.destroyed) {
+    await handle.close();
+    return true;
+  }
+  res.setHeader('Content-Length', String(size));
+  // With the size, what the page's cache compares to notice a replaced model file.
+  res.setHeader('Last-Modified', modified.toUTCString());
+  res.setHeader('Content-Type', types[path.extname(file).toLowerCase()] ?? 'application/octet-stream');
+  const stream = handle.createReadStream(); // closes the handle when it ends or is destroyed
+  stream.on('error', () => answer(res, 500, `could not read ${relative}`));
+  res.on('close', () => stream.destroy());
+  stream.pipe(res);
   return true;
 }
 
-/** Handles `/models/…` from `modelsDir`; calls `next` for anything else. */
+/** The model folders with a config.json, their onnx/ files and whether they are chat models. */
+async function listModels(root: string): Promise<{ name: string; onnx: string[]; chat: boolean }[]> {
+  const names = await readdir(root).catch(() => [] as string[]);
+  const models = [];
+  for (const name of names.sort()) {
+    if (!(await stat(path.join(root, name, 'config.json')).catch(() => undefined))) continue;
+    const onnx = await readdir(path.join(root, name, 'onnx')).catch(() => [] as string[]);
+    // Whether it is a chat model, so the page can pre-select a fitting preset before loading it.
+    const tokenizerConfig = await readFile(path.join(root, name, 'tokenizer_config.json'), 'utf8').catch(() => '');
+    const chat = tokenizerConfig.includes('"chat_template"') || Boolean(await stat(path.join(root, name, 'chat_template.jinja')).catch(() => undefined));
+    models.push({ name, onnx: onnx.sort(), chat });
+  }
+  return models;
+}
+
+/** Handles `/models/…` from `modelsDir`; calls `next` for anything else. Never rejects. */
 export function modelsHandler(modelsDir: string) {
-  const root = path.resolve(modelsDir);
+  const folder = path.resolve(modelsDir);
   return async (req: IncomingMessage, res: ServerResponse, next: () => void): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (!url.pathname.startsWith('/models/')) return next();
-    const relative = decodeURIComponent(url.pathname.slice('/models/'.length));
-    res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
-    if (relative === 'index.json') {
-      const names = await readdir(root).catch(() => [] as string[]);
-      const models = [];
-      for (const name of names.sort()) {
-        if (!(await stat(path.join(root, name, 'config.json')).catch(() => undefined))) continue;
-        const onnx = await readdir(path.join(root, name, 'onnx')).catch(() => [] as string[]);
-        // Whether it is a chat model, so the page can pre-select a fitting preset before loading it.
-        const tokenizerConfig = await readFile(path.join(root, name, 'tokenizer_config.json'), 'utf8').catch(() => '');
-        const chat = tokenizerConfig.includes('"chat_template"') || Boolean(await stat(path.join(root, name, 'chat_template.jinja')).catch(() => undefined));
-        models.push({ name, onnx: onnx.sort(), chat });
+    const pathname = requestPath(req);
+    if (pathname === undefined) return answer(res, 400, 'bad request: the URL does not parse');
+    if (!pathname.startsWith('/models/')) return next();
+    const relative = pathname.slice('/models/'.length);
+    for (const [name, value] of Object.entries(MODEL_HEADERS)) res.setHeader(name, value);
+    try {
+      const root = await realpath(folder).catch(() => folder);
+      if (relative === 'index.json') {
+        res.setHeader('Content-Type', 'application/json');
+        res.end(JSON.stringify({ models: await listModels(root) }));
+      } else if (!(await sendFile(res, root, relative, MODEL_TYPES))) {
+        answer(res, 404, `no such model file: ${relative}`);
       }
-      res.setHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ models }));
-      return;
-    }
-    if (!(await sendFile(res, root, relative))) {
-      res.statusCode = 404;
-      res.end(`no such model file: ${relative}`);
+    } catch (error) {
+      answer(res, 500, `could not read ${relative}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   };
 }
 
 /** The built app from `appDir` and models from `modelsDir`, on one port. */
 export function startAppServer(appDir: string, modelsDir: string, port: number, host: string): Promise<Server> {
-  const root = path.resolve(appDir);
+  const folder = path.resolve(appDir);
   const models = modelsHandler(modelsDir);
   const server = createServer((req, res) => {
     for (const [name, value] of Object.entries(ISOLATION_HEADERS)) res.setHeader(name, value);
+    res.setHeader('X-Content-Type-Options', 'nosniff');
     void models(req, res, async () => {
-      const pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
+      const pathname = requestPath(req) ?? '/';
       const relative = pathname === '/' ? 'index.html' : pathname.slice(1);
-      if (await sendFile(res, root, relative)) return;
-      res.statusCode = 404;
-      res.setHeader('Content-Type', 'text/plain');
-      res.end(`not found: ${pathname}`);
+      // For pages only: a worker script's own header would become the worker's policy, which the app never had.
+      if (relative.endsWith('.html')) res.setHeader('Content-Security-Policy', APP_CSP);
+      try {
+        const root = await realpath(folder).catch(() => folder);
+        if (!(await sendFile(res, root, relative, APP_TYPES))) answer(res, 404, `not found: ${pathname}`);
+      } catch (error) {
+        answer(res, 500, `could not read ${pathname}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+      }
     });
+  });
+  // A client that sends garbage or hangs up mid-request costs its socket, never the process.
+  server.on('clientError', (_error, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -21,7 +21,7 @@ import { parseModel, typeName } from '../src/engine/onnx/model.ts';
 import type { Backend } from '../src/engine/model/runtime.ts';
 import { HubSource } from '../src/engine/sources/hub.ts';
 import { FolderSource } from '../src/engine/sources/node-folder.ts';
-import type { ModelSource } from '../src/engine/sources/source.ts';
+import { type ModelSource, ModelFileError } from '../src/engine/sources/source.ts';
 import { type Dtype, parseDtype } from '../src/engine/sources/variants.ts';
 import { type NextToken, nextTokens } from '../src/engine/generation/next-token.ts';
 import { contrastiveSetOf, diffPromptsOf, presetById } from '../src/engine/directions/presets.ts';
@@ -150,11 +150,27 @@ function parseBackend(value: string): Backend {
   return value;
 }
 
+/** What each number flag accepts; a value outside is a usage error, never quietly replaced by a default. */
+const NUMBER_FLAGS: Record<string, { integer?: boolean; min?: number; above?: number; max?: number; says: string }> = {
+  temperature: { min: 0, says: 'a number ≥ 0 (0 is greedy)' },
+  'top-k': { integer: true, min: 1, says: 'a whole number ≥ 1' },
+  'top-p': { above: 0, max: 1, says: 'a number above 0, at most 1' },
+  'repetition-penalty': { above: 0, says: 'a number above 0 (1 is none)' },
+  seed: { integer: true, says: 'a whole number' },
+  'max-new-tokens': { integer: true, min: 1, says: 'a whole number ≥ 1' },
+  top: { integer: true, min: 1, says: 'a whole number ≥ 1' },
+  layer: { integer: true, min: 0, says: 'a layer number ≥ 0' },
+  port: { integer: true, min: 0, max: 65535, says: 'a port number from 0 to 65535' },
+};
+
 function number(flags: Flags, name: string): number | undefined {
   const value = flags[name];
   if (value === undefined) return undefined;
-  const parsed = Number(value);
-  if (typeof value !== 'string' || !Number.isFinite(parsed)) throw new UsageError(`--${name} must be a number, not "${value}"`);
+  const parsed = typeof value === 'string' && value.trim() !== '' ? Number(value) : Number.NaN;
+  const rule = NUMBER_FLAGS[name];
+  const fits = Number.isFinite(parsed) && (!rule || ((!rule.integer || Number.isInteger(parsed)) && (rule.min === undefined || parsed >= rule.min) &&
+    (rule.above === undefined || parsed > rule.above) && (rule.max === undefined || parsed <= rule.max)));
+  if (!fits) throw new UsageError(`--${name} must be ${rule?.says ?? 'a number'}, not "${value}"`);
   return parsed;
 }
 
@@ -172,12 +188,13 @@ async function openGraph(target: string, dtype: Dtype | undefined, flags: Flags)
   const info = await stat(target).catch(() => undefined);
   if (info?.isFile()) {
     const bytes = new Uint8Array(await readFile(target));
-    const readExternal = async (location: string) => {
-      const file = path.join(path.dirname(target), location);
-      return new Uint8Array(await readFile(file).catch(() => {
-        throw new Error(`${file} is missing: ${path.basename(target)} keeps its weights there, so it must sit beside the .onnx file`);
-      }));
-    };
+    // The folder's own reader: locations that climb out of it (../../etc/passwd) or name a device are refused, as in folder mode.
+    const folder = new FolderSource(path.dirname(target));
+    const readExternal = (location: string) =>
+      folder.readFile(location).catch((error: unknown) => {
+        if (!(error instanceof ModelFileError && error.kind === 'missing')) throw error;
+        throw new Error(`${path.join(folder.folder, location)} is missing: ${path.basename(target)} keeps its weights there, so it must sit beside the .onnx file`);
+      });
     return { id: target, file: path.basename(target), bytes, readExternal, config: {} as ModelConfig };
   }
   const source = await sourceFor(target, flags);
@@ -506,11 +523,19 @@ async function readTexts(file: string): Promise<string[]> {
   return text.split('\n').map((line) => line.trim()).filter(Boolean);
 }
 
+/** process.exit drops what a pipe has not taken yet (`tiller next --json | wc -c` stopped at 64 KiB): exit once both streams have flushed. */
+function exitWhenFlushed(code: number): void {
+  let open = 2;
+  const flushed = () => --open === 0 && process.exit(code);
+  process.stdout.write('', flushed);
+  process.stderr.write('', flushed);
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  exitWhenFlushed,
   (error: Error) => {
     console.error(`tiller: ${error.message}`);
     if (error instanceof UsageError) console.error(USAGE);
-    process.exit(error instanceof UsageError ? 2 : 1);
+    exitWhenFlushed(error instanceof UsageError ? 2 : 1);
   },
 );

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
 import { HubSource } from '../src/engine/sources/hub.ts';
-import { type FileProgress, checkRelativePath } from '../src/engine/sources/source.ts';
+import { DATA_FILE_NAME, type FileProgress, checkRelativePath } from '../src/engine/sources/source.ts';
 import { type Dtype, DTYPES, onnxFileForDtype, parseDtype, pickDtype } from '../src/engine/sources/variants.ts';
 
 const USAGE = `usage: npm run models:fetch -- <hub id> [--dtype D[,D…]] [--hub URL] [--revision R] [--out DIR]
@@ -172,6 +172,10 @@ async function main(argv: string[]): Promise<void> {
     for (const location of externalDataFiles(parseModel(graph, graphFile))) {
       const dataFile = folder + location;
       if (written.includes(dataFile)) continue; // variants can share one data file
+      if (!DATA_FILE_NAME.test(location)) {
+        throw new Error(`${graphFile} names "${location}" as its external data, which is not a model data file name ` +
+          '(expected e.g. model.onnx_data or model.onnx.data): refusing to save it where the app serves models');
+      }
       try {
         await fetchTo(dataFile, false);
       } catch (error) {

@@ -7,13 +7,13 @@ import { type GenerateRequest, type GenerateResult, type TokenEvent, generate } 
 import { type CaptureResult, type Reduction, captureHiddenStates } from './directions/hidden-states.ts';
 import type { DirectionMethod } from './directions/directions.ts';
 import { type ContrastiveSet, type ExtractStage, type ExtractionMode, extractDirections } from './directions/extract.ts';
-import { loadModel } from './model/load.ts';
+import { ModelTooLargeError, loadModel } from './model/load.ts';
 import { type LogitLens, directionLogitLens } from './inside/logit-lens.ts';
 import { type NextToken, type NextTokenRequest, nextTokens } from './generation/next-token.ts';
 import { type ProjectionRequest, type TokenProjection, textProjections, tokenProjections } from './inside/projection.ts';
 import { type StrengthMapCell, type StrengthMapRequest, strengthMap } from './inside/strength-map.ts';
 import { type Backend, type BackendSupport, BackendSwitchedError, DeviceLostError, detectBackends } from './model/runtime.ts';
-import { browserCacheAvailable, cachingFetch, clearModelCache, modelCacheSize } from './sources/cache.ts';
+import { browserCacheAvailable, cachingFetch, clearModelCache, dropCachedFiles, modelCacheSize } from './sources/cache.ts';
 import { PickedFilesSource } from './sources/files.ts';
 import { FolderUrlSource, HubSource } from './sources/hub.ts';
 import type { FileProgress, ModelSource } from './sources/source.ts';
@@ -162,8 +162,10 @@ export function createEngine(): TillerEngine {
     });
   let lastCacheError: string | undefined;
   let currentUrlPrefix: string | undefined;
+  /** Files the current load took from the cache: if the model then fails to load, they are dropped and fetched again. */
+  const cacheHits = new Set<string>();
   const fetchModelFile = browserCacheAvailable()
-    ? cachingFetch(globalThis.fetch, (error) => (lastCacheError = error.message))
+    ? cachingFetch(globalThis.fetch, { onCacheError: (error) => (lastCacheError = error.message), onHit: (url) => cacheHits.add(url) })
     : globalThis.fetch;
   const sourceFor = (location: ModelLocation): ModelSource => {
     switch (location.kind) {
@@ -179,8 +181,16 @@ export function createEngine(): TillerEngine {
     await model?.dispose();
     model = undefined;
     const source = sourceFor(request.location);
-    const loadedNow = await loadModel(source, {
+    const load = () => loadModel(source, {
       dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
+    });
+    cacheHits.clear();
+    const loadedNow = await load().catch(async (error: unknown) => {
+      // A cached copy that does not parse (cut off, or stored from a broken server) would fail every load: drop it and download once more.
+      if (signal.aborted || error instanceof ModelTooLargeError || cacheHits.size === 0) throw error;
+      await dropCachedFiles(cacheHits);
+      cacheHits.clear();
+      return load();
     });
     model = loadedNow;
     lastLoad = request;

@@ -71,6 +71,21 @@ interface StorageLike {
   setItem(key: string, value: string): void;
 }
 
+/** The sampling numbers a person types, each with its rule in words: checked where typed and when read back. */
+export const NUMBER_RULES = {
+  temperature: { min: 0, max: 5, integer: false, says: 'Temperature is a number from 0 to 5' },
+  topP: { min: Number.MIN_VALUE, max: 1, integer: false, says: 'Top-p is a number above 0, at most 1' },
+  seed: { min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, integer: true, says: 'The seed is a whole number' },
+  maxNewTokens: { min: 1, max: 4096, integer: true, says: 'Max new tokens is a whole number from 1 to 4096' },
+} as const;
+
+/** Why a typed number cannot be used for `field`, or undefined when it can. */
+export function numberProblem(field: keyof typeof NUMBER_RULES, value: unknown): string | undefined {
+  const rule = NUMBER_RULES[field];
+  const ok = typeof value === 'number' && Number.isFinite(value) && value >= rule.min && value <= rule.max && (!rule.integer || Number.isInteger(value));
+  return ok ? undefined : rule.says;
+}
+
 const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
   model: (v) => typeof v === 'string',
   backend: (v) => v === 'auto' || v === 'webgpu' || v === 'wasm',
@@ -81,10 +96,10 @@ const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
   strength: (v) => typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= 10,
   prompt: (v) => typeof v === 'string',
   systemPrompt: (v) => typeof v === 'string',
-  temperature: (v) => typeof v === 'number' && v >= 0 && v <= 5,
-  topP: (v) => typeof v === 'number' && v > 0 && v <= 1,
-  seed: (v) => Number.isInteger(v),
-  maxNewTokens: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 4096,
+  temperature: (v) => !numberProblem('temperature', v),
+  topP: (v) => !numberProblem('topP', v),
+  seed: (v) => !numberProblem('seed', v),
+  maxNewTokens: (v) => !numberProblem('maxNewTokens', v),
   steerPrompt: (v) => typeof v === 'boolean',
   sweep: (v) => typeof v === 'boolean',
   operation: (v) => v === 'add' || v === 'ablate',
@@ -97,8 +112,12 @@ const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
 
 export class SettingsError extends Error {}
 
-/** Validates stored settings; unknown fields are ignored, missing ones take defaults, a wrong one throws. */
-export function parseSettings(text: string): Settings {
+/**
+ * Validates stored settings: unknown fields are ignored, missing ones take defaults, and a field with an
+ * unusable value takes its default alone (named in `dropped`); the rest of the record is kept.
+ * Text that is not a JSON object throws.
+ */
+export function parseSettings(text: string): { settings: Settings; dropped: string[] } {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -108,17 +127,18 @@ export function parseSettings(text: string): Settings {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new SettingsError('saved settings are not an object');
   const record = data as Record<string, unknown>;
   const settings = { ...DEFAULT_SETTINGS } as Record<string, unknown>;
+  const dropped: string[] = [];
   for (const [key, check] of Object.entries(FIELD_CHECKS)) {
     if (!(key in record)) continue;
-    if (!check(record[key])) throw new SettingsError(`saved setting "${key}" has an unusable value ${JSON.stringify(record[key])}`);
-    settings[key] = record[key] ?? undefined;
+    if (check(record[key])) settings[key] = record[key] ?? undefined;
+    else dropped.push(`"${key}" (${JSON.stringify(record[key]) ?? 'undefined'})`);
   }
-  return settings as unknown as Settings;
+  return { settings: settings as unknown as Settings, dropped };
 }
 
 export interface LoadedSettings {
   settings: Settings;
-  /** Set when stored settings were unusable: what was wrong and where they were kept. */
+  /** Set when stored settings were unusable in part or whole: what was wrong, and where the whole record was kept. */
   problem?: string;
 }
 
@@ -126,7 +146,9 @@ export function loadSettings(storage: StorageLike, now = Date.now()): LoadedSett
   const text = storage.getItem(SETTINGS_KEY);
   if (text === null) return { settings: { ...DEFAULT_SETTINGS } };
   try {
-    return { settings: parseSettings(text) };
+    const { settings, dropped } = parseSettings(text);
+    if (dropped.length === 0) return { settings };
+    return { settings, problem: `saved setting ${dropped.join(', ')} had an unusable value and is back to its default; everything else was kept.` };
   } catch (error) {
     const aside = `${SETTINGS_KEY}.corrupt-${now}`;
     try {

@@ -3,7 +3,7 @@
  * models: what it prints, what it exits with, and how it refuses bad input.
  */
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -314,5 +314,58 @@ describe('tiller diff', () => {
     const bare = await tiller(['diff', stories, sadDogs, '--out', path.join(tmp, 'x.json')]);
     expect(bare.code).toBe(2);
     expect(bare.stderr).toContain('diff needs --preset NAME (its prompts) or --prompts FILE');
+  });
+});
+
+describe('tiller against hostile files and flags (issue 14)', () => {
+  /** The builder graph with its data-file location (15 bytes, "model.onnx.data") renamed in place, so protobuf lengths stay valid. */
+  async function graphNaming(location: string): Promise<string> {
+    expect(location).toHaveLength('model.onnx.data'.length);
+    const folder = await mkdtemp(path.join(tmp, 'graph-'));
+    const bytes = await readFile(path.join(builder, 'onnx/model_fp16.onnx'));
+    const renamed = Buffer.from(bytes.toString('latin1').replaceAll('model.onnx.data', location), 'latin1');
+    await writeFile(path.join(folder, 'model.onnx'), renamed);
+    return path.join(folder, 'model.onnx');
+  }
+
+  it('10: single-file mode refuses external data outside the folder or on a device, as folder mode does', async () => {
+    const outside = await tiller(['check', await graphNaming('../../etc/hosts')]);
+    expect(outside.code).toBe(1);
+    expect(outside.stderr).toContain('"../../etc/hosts" is not a file path inside the model folder');
+    const device = await graphNaming('zero.onnx_data1');
+    await symlink('/dev/zero', path.join(path.dirname(device), 'zero.onnx_data1'));
+    const run = await tiller(['check', device]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/zero\.onnx_data1 is not a regular file \(a FIFO, socket or device\)/);
+  });
+
+  it('13: a strength that overflows the residual is refused with the non-finite error, not empty output and exit 0', async () => {
+    const vector = path.join(tmp, 'ones.json');
+    await writeFile(vector, JSON.stringify({ format: 'tiller.vector', version: 1, model: { id: 'stories260K-hf' }, hiddenSize: 64, directions: [{ layer: 2, vector: Array(64).fill(1) }] }));
+    for (const command of ['generate', 'next']) {
+      const run = await tiller([command, stories, '--prompt', 'Lily', '--max-new-tokens', '4', '--vector', vector, '--strength', '1e30'].filter((arg, i, all) => command === 'generate' || (arg !== '--max-new-tokens' && all[i - 1] !== '--max-new-tokens')));
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toMatch(/steers layer 2 with a vector of length 8\.00e\+30, which overflows the model's float32 residual: the steering is too strong/);
+    }
+  });
+
+  it('14: number flags out of range are usage errors', async () => {
+    for (const [flag, value, says] of [
+      ['--temperature', '-1', 'a number ≥ 0 (0 is greedy)'], ['--top-p', '2', 'a number above 0, at most 1'], ['--top-k', '0', 'a whole number ≥ 1'],
+      ['--repetition-penalty', '0', 'a number above 0 (1 is none)'], ['--seed', '1.5', 'a whole number'], ['--max-new-tokens', '0', 'a whole number ≥ 1'],
+    ]) {
+      const run = await tiller(['generate', stories, '--prompt', '', flag, value]);
+      expect(run.code, `${flag} ${value}`).toBe(2);
+      expect(run.stderr).toContain(`${flag} must be ${says}, not "${value}"`);
+    }
+  });
+
+  it('15: --json output is complete when piped', async () => {
+    const args = ['bin/tiller.mjs', 'next', stories, '--prompt', 'Lily was very', '--top', '512', '--json'];
+    const piped = await new Promise<string>((resolve, reject) =>
+      execFile('sh', ['-c', `"${process.execPath}" ${args.map((a) => `'${a}'`).join(' ')} | cat`], { cwd: repoRoot, maxBuffer: 64 << 20, timeout: 60_000 },
+        (error, stdout) => (error ? reject(error) : resolve(stdout))));
+    expect(piped.length).toBeGreaterThan(65536);
+    expect(JSON.parse(piped).unsteered).toHaveLength(512);
   });
 });

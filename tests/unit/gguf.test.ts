@@ -7,14 +7,13 @@ import { GgufError, readControlVectorGguf, writeControlVectorGguf, type ControlV
 
 const bits = (v: Float32Array) => Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length));
 
-/** Awkward floats: -0, NaN with a payload, ±Infinity, subnormals, extremes; length 5 so data needs padding. */
+/** Awkward floats: -0, subnormals, extremes; length 5 so data needs padding. */
 function sample(): ControlVector {
-  const nan = new Float32Array(new Uint32Array([0x7fc01234]).buffer)[0];
   return {
     modelHint: 'llama',
     directions: [
-      { layer: 3, vector: Float32Array.from([0.1, -0, nan, Infinity, -1.5e-45]) },
-      { layer: 1, vector: Float32Array.from([3.4028234663852886e38, -Infinity, 1e-40, 42, -0.25]) },
+      { layer: 3, vector: Float32Array.from([0.1, -0, 1.1754942e-38, -3.4028234663852886e38, -1.5e-45]) },
+      { layer: 1, vector: Float32Array.from([3.4028234663852886e38, -7, 1e-40, 42, -0.25]) },
       { layer: 15, vector: Float32Array.from([1, 2, 3, 4, 5]) },
     ],
   };

@@ -4,7 +4,7 @@
  * missing, and failures say what went wrong without leaving half-written files.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,5 +117,23 @@ describe('models:fetch', () => {
     } finally {
       hub.setFault('onnx/model.onnx', undefined);
     }
+  });
+});
+
+describe('models:fetch and hostile repositories (issue 14)', () => {
+  it('8: refuses an external-data name that is not a model data file (an .svg the app would serve)', async () => {
+    const repo = path.join(tmp, 'empty', 'evil');
+    await mkdir(path.join(repo, 'onnx'), { recursive: true });
+    for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(path.join(builder, file), path.join(repo, file));
+    // Same length as "model.onnx.data", so the graph's protobuf lengths stay valid.
+    const graph = (await readFile(path.join(builder, 'onnx/model_fp16.onnx'))).toString('latin1').replaceAll('model.onnx.data', 'payload1234.svg');
+    await writeFile(path.join(repo, 'onnx/model_fp16.onnx'), Buffer.from(graph, 'latin1'));
+    await writeFile(path.join(repo, 'onnx/payload1234.svg'), '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>');
+    const out = path.join(tmp, 'evil-out');
+    const run = await modelsFetch(['someone/evil', '--hub', hub.baseUrl, '--out', out]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('onnx/model_fp16.onnx names "payload1234.svg" as its external data, which is not a model data file name');
+    expect(await listFiles(out).catch(() => [])).not.toContain('onnx/payload1234.svg');
+    expect(hub.requests.some((r) => r.endsWith('/payload1234.svg'))).toBe(false);
   });
 });

@@ -1,5 +1,8 @@
 // Faults from issue 7 that the engine must survive, each injected here (docs/reliability.md maps every
 // fault to its behaviour and test; faults already covered elsewhere are referenced there, not repeated).
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/engine/api.ts';
 import { NonFiniteLogitsError, generate } from '../../src/engine/generation/generate.ts';
@@ -29,7 +32,9 @@ function memoryCacheStorage(quota: number) {
     async put(url: string, response: Response) {
       const body = new Uint8Array(await response.arrayBuffer());
       if (used() + body.length > quota) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
-      entries.set(url, { body, headers: new Headers({ 'content-length': String(body.length) }), status: response.status });
+      const headers = new Headers(response.headers);
+      headers.set('content-length', String(body.length));
+      entries.set(url, { body, headers, status: response.status });
     },
     async keys() {
       return [...entries.keys()].map((url) => ({ url }));
@@ -111,7 +116,7 @@ describe('reliability of model files', () => {
     const { entries, storage } = memoryCacheStorage(1e9);
     (globalThis as { caches?: unknown }).caches = storage;
     const problems: string[] = [];
-    const fetchCached = cachingFetch(globalThis.fetch, (error) => problems.push(error.message));
+    const fetchCached = cachingFetch(globalThis.fetch, { onCacheError: (error) => problems.push(error.message) });
     const url = `${hub.baseUrl}/${STORIES}/resolve/main/onnx/model.onnx`;
     await (await fetchCached(url)).arrayBuffer();
     expect((await modelCacheSize())?.files).toBe(1);
@@ -164,7 +169,8 @@ describe('reliability of steering and generation', () => {
   afterAll(() => model.dispose());
 
   it('9: non-finite logits from an extreme strength stop the generation with a message suggesting a range', async () => {
-    // Near float32's largest value at two layers: the residual overflows to Infinity, and its norm to NaN.
+    // Near float32's largest value: added to the residual it overflows to Infinity (and a vector of 1e30 drowns
+    // the residual, flattening the logits): refused before the run, with the strength advice (issue 14).
     const huge = new Float32Array(64).fill(3e38);
     const error = await generate(model, {
       prompt: 'Lily was very',
@@ -172,7 +178,7 @@ describe('reliability of steering and generation', () => {
       rows: [[], [{ layer: 1, vector: huge }, { layer: 2, vector: huge }]],
     }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(NonFiniteLogitsError);
-    expect((error as Error).message).toMatch(/row 1 produced non-finite logits at step 0: the steering is too strong.*Lower the strength \(relative strengths within ±1/);
+    expect((error as Error).message).toMatch(/row 1 steers layer 1 with a vector of length 2\.40e\+39, which overflows the model's float32 residual: the steering is too strong.*Lower the strength \(relative strengths within ±1/);
     // The model is still usable afterwards.
     expect((await generate(model, { prompt: 'Lily was very', maxNewTokens: 3 })).rows[0].tokenIds).toHaveLength(3);
   });
@@ -245,5 +251,61 @@ describe('8: imported vector files', () => {
     expect(() => importVector(gguf.subarray(0, gguf.length - 9), 'v.gguf', info)).toThrow(/v\.gguf/);
     const small = writeControlVectorGguf({ modelHint: 'llama', directions: [{ layer: 2, vector: new Float32Array(8) }] });
     expect(() => importVector(small, 'small.gguf', info)).toThrow(/hidden size 8/);
+  });
+});
+
+describe('14.7: stale or broken files in the browser cache', () => {
+  afterEach(() => {
+    delete (globalThis as { caches?: unknown }).caches;
+  });
+
+  it('downloads a file again when the server\'s copy changed (size, ETag or Last-Modified), and keeps it when unchanged', async () => {
+    const folder = mkdtempSync(path.join(os.tmpdir(), 'tiller-replaced-'));
+    cpSync(sharedModel('stories260K-hf'), folder, { recursive: true });
+    const server = await startHubServer({ root: sharedModelsDir, repos: { [STORIES]: folder } });
+    try {
+      const { entries, storage } = memoryCacheStorage(1e9);
+      (globalThis as { caches?: unknown }).caches = storage;
+      const engine = createEngine();
+      const location = { kind: 'hub' as const, repo: STORIES, baseUrl: server.baseUrl };
+      await engine.load('load', { location, backend: 'wasm' });
+      const gets = () => server.requests.filter((r) => r.endsWith('/generation_config.json')).length;
+      const before = gets();
+      await engine.load('load', { location, backend: 'wasm' });
+      expect(gets()).toBe(before + 1); // the HEAD check only: nothing changed
+      // The presenter replaces a file: the next load takes the new one, and the cache holds it.
+      const replaced = JSON.stringify({ ...JSON.parse(readFileSync(path.join(folder, 'generation_config.json'), 'utf8')), replaced: true });
+      writeFileSync(path.join(folder, 'generation_config.json'), replaced);
+      await engine.load('load', { location, backend: 'wasm' });
+      expect(gets()).toBe(before + 3); // HEAD, then GET
+      const url = `${server.baseUrl}/${STORIES}/resolve/main/generation_config.json`;
+      expect(new TextDecoder().decode(entries.get(url)!.body)).toBe(replaced);
+      await engine.unload();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('drops a cached graph that does not parse and downloads it again, once', async () => {
+    const server = await startHubServer({ root: sharedModelsDir, repos: { [STORIES]: sharedModel('stories260K-hf') } });
+    try {
+      const { entries, storage } = memoryCacheStorage(1e9);
+      (globalThis as { caches?: unknown }).caches = storage;
+      const url = `${server.baseUrl}/${STORIES}/resolve/main/onnx/model.onnx`;
+      const real = readFileSync(path.join(sharedModel('stories260K-hf'), 'onnx/model.onnx'));
+      // A copy gone bad with the same size, so revalidation cannot tell: the parse must.
+      const broken = new Uint8Array(real);
+      broken.fill(0xff, 0, 4096);
+      entries.set(url, { body: broken, headers: new Headers({ 'content-length': String(real.length) }) });
+      const engine = createEngine();
+      const info = await engine.load('load', { location: { kind: 'hub', repo: STORIES, baseUrl: server.baseUrl }, backend: 'wasm' });
+      expect(info.layerCount).toBe(5);
+      expect(server.requests.filter((r) => r.endsWith('/onnx/model.onnx')).length).toBeGreaterThanOrEqual(2); // HEAD, then the fresh GET
+      await modelCacheSize(); // waits for the write
+      expect(Buffer.from(entries.get(url)!.body).equals(real)).toBe(true);
+      await engine.unload();
+    } finally {
+      await server.close();
+    }
   });
 });

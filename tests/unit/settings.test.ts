@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SETTINGS, SETTINGS_KEY, loadSettings, parsePresentFlag, parseShareHash, saveSettings, shareHash } from '../../src/lib/settings.ts';
+import { DEFAULT_SETTINGS, SETTINGS_KEY, loadSettings, numberProblem, parsePresentFlag, parseShareHash, saveSettings, shareHash } from '../../src/lib/settings.ts';
 
 const memory = (entries: Record<string, string> = {}) => {
   const data = new Map(Object.entries(entries));
@@ -15,14 +15,38 @@ describe('playground settings', () => {
   });
 
   it('sets corrupt settings aside under another key and says what was wrong', () => {
-    for (const text of ['{"strength":', '{"strength": "lots"}', '[1]']) {
+    for (const text of ['{"strength":', '[1]', 'null']) {
       const storage = memory({ [SETTINGS_KEY]: text });
       const loaded = loadSettings(storage, 1234);
       expect(loaded.settings).toEqual(DEFAULT_SETTINGS);
       expect(loaded.problem).toContain(`${SETTINGS_KEY}.corrupt-1234`);
       expect(storage.data.get(`${SETTINGS_KEY}.corrupt-1234`)).toBe(text);
     }
-    expect(loadSettings(memory({ [SETTINGS_KEY]: '{"strength": "lots"}' })).problem).toContain('"strength"');
+  });
+
+  it('drops only the unusable field of saved settings, keeping everything else (issue 14)', () => {
+    const good = { ...DEFAULT_SETTINGS, model: 'local:stories260K-hf', prompt: 'Lily', systemPrompt: 'Be kind.', presetId: 'happy-sad-stories', layer: 3, strength: 0.4 };
+    const bad: [string, unknown][] = [['seed', null], ['temperature', -1], ['topP', 0], ['topP', 7], ['maxNewTokens', 0], ['maxNewTokens', -5], ['maxNewTokens', 100000], ['seed', 1.5], ['strength', 'lots']];
+    for (const [field, value] of bad) {
+      const storage = memory({ [SETTINGS_KEY]: JSON.stringify({ ...good, [field]: value }) });
+      const loaded = loadSettings(storage, 1234);
+      expect(loaded.settings).toEqual({ ...good, [field]: DEFAULT_SETTINGS[field as keyof typeof DEFAULT_SETTINGS] });
+      expect(loaded.problem).toContain(`"${field}" (${JSON.stringify(value)})`);
+      expect(loaded.problem).toContain('everything else was kept');
+    }
+  });
+
+  it('says why a typed sampling number cannot be used, and accepts the edges', () => {
+    expect(numberProblem('seed', null)).toBe('The seed is a whole number');
+    expect(numberProblem('seed', 1.5)).toBe('The seed is a whole number');
+    expect(numberProblem('temperature', -1)).toMatch(/from 0 to 5/);
+    expect(numberProblem('topP', 0)).toMatch(/above 0/);
+    expect(numberProblem('topP', 7)).toMatch(/at most 1/);
+    expect(numberProblem('maxNewTokens', 100000)).toMatch(/from 1 to 4096/);
+    expect(numberProblem('maxNewTokens', Number.NaN)).toMatch(/from 1 to 4096/);
+    for (const [field, value] of [['temperature', 0], ['temperature', 5], ['topP', 1], ['seed', -3], ['maxNewTokens', 1], ['maxNewTokens', 4096]] as const) {
+      expect(numberProblem(field, value)).toBeUndefined();
+    }
   });
 
   it('a share link carries model, preset, layer, strength and prompt', () => {

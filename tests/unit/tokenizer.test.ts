@@ -96,7 +96,7 @@ describe('TextTokenizer on stories260K', () => {
       chatTemplateJinja: "{{ messages[0].content }}{% if enable_thinking is false %} /no_think{% endif %}{{ raise_exception('stop here') if fail }}",
     });
     expect(fromJinja.applyChatTemplate([{ role: 'user', content: 'Hi' }], { extraContext: { enable_thinking: false } })).toBe('Hi /no_think');
-    expect(() => fromJinja.applyChatTemplate([{ role: 'user', content: 'Hi' }], { extraContext: { fail: true } })).toThrow('Chat template: stop here');
+    expect(() => fromJinja.applyChatTemplate([{ role: 'user', content: 'Hi' }], { extraContext: { fail: true } })).toThrow('Chat template in chat_template.jinja: stop here');
   });
 });
 
@@ -137,6 +137,50 @@ describe('TextTokenizer on the 32000-token Llama tokenizer', () => {
         { role: 'user', content: 'a' },
         { role: 'user', content: 'b' },
       ]),
-    ).toThrow(/Chat template: Conversation roles must alternate/);
+    ).toThrow(/Chat template in .*: Conversation roles must alternate/);
+  });
+});
+
+describe('hostile chat templates (issue 14)', () => {
+  const files = tokenizerFiles('stories260K-hf');
+  const withTemplate = (chatTemplateJinja: string) => TextTokenizer.fromFiles({ ...files, chatTemplateJinja });
+  const render = (chatTemplateJinja: string) => () => withTemplate(chatTemplateJinja).applyChatTemplate([{ role: 'user', content: 'Hi' }]);
+
+  it('stops a nested loop of 4e10 steps within its budget, naming the file', () => {
+    const started = performance.now();
+    expect(render('{% for a in range(200000) %}{% for b in range(200000) %}{% endfor %}{% endfor %}')).toThrow(
+      /Chat template in chat_template\.jinja: range\(200000\) asks for more than 100000 items/,
+    );
+    expect(render('{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}')).toThrow(
+      /Chat template in chat_template\.jinja: it ran past its budget of (2000000 steps|2000 ms)/,
+    );
+    expect(performance.now() - started).toBeLessThan(20_000);
+  });
+
+  it('refuses range(1e8) before it takes memory, and strings that double without end', () => {
+    const heapBefore = process.memoryUsage().heapUsed;
+    expect(render('{% for a in range(100000000) %}{% endfor %}')).toThrow(/range\(100000000\) asks for more than/);
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(200 << 20);
+    expect(render("{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}")).toThrow(
+      /it built a string of \d+ characters, more than 4194304/,
+    );
+  });
+
+  it('refuses a template larger than any real one before lexing it', () => {
+    const huge = '{{ messages[0].content }}' + ' '.repeat(50 * 1024 * 1024);
+    const started = performance.now();
+    expect(render(huge)).toThrow(/chat_template\.jinja is 52428825 characters, more than the 262144/);
+    expect(performance.now() - started).toBeLessThan(1000);
+    // and names tokenizer_config.json when the template lives there
+    const inConfig = TextTokenizer.fromFiles({ ...files, tokenizerConfig: { ...files.tokenizerConfig, chat_template: huge } });
+    expect(() => inConfig.applyChatTemplate([{ role: 'user', content: 'Hi' }])).toThrow(/tokenizer_config\.json \(chat_template\)/);
+  });
+
+  it('still renders ordinary templates, loops and range included, and leaves the library as it was', () => {
+    expect(withTemplate('{% for i in range(3) %}{{ i }}{% endfor %}{% for i in range(5, 0, -2) %}{{ i }}{% endfor %}{{ messages[0].content }}')
+      .applyChatTemplate([{ role: 'user', content: 'Hi' }])).toBe('012531Hi');
+    expect(render('{% for a in range(200000) %}{% endfor %}')).toThrow(/range/);
+    // After a refused render, the next render is unbudgeted by the old counter and gives the same answer.
+    expect(withTemplate('{{ messages[0].content }}').applyChatTemplate([{ role: 'user', content: 'Hi' }])).toBe('Hi');
   });
 });

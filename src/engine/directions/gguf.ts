@@ -246,7 +246,11 @@ export function readControlVectorGguf(bytes: Uint8Array, fileName = 'GGUF file')
     const end = start + size * 4;
     if (end > bytes.length) fail(`the file is truncated: tensor "${name}" needs bytes ${start} to ${end} but the file has only ${bytes.length} bytes`);
     const raw = bytes.slice(start, end);
-    directions.push({ layer, vector: new Float32Array((LITTLE_ENDIAN_HOST ? raw : swap32(raw)).buffer) });
+    const vector = new Float32Array((LITTLE_ENDIAN_HOST ? raw : swap32(raw)).buffer);
+    // As the JSON format does: a NaN or Inf would otherwise surface later as a "zero length" or another layer's fault.
+    const bad = vector.findIndex((value) => !Number.isFinite(value));
+    if (bad >= 0) fail(`tensor "${name}" (layer ${layer}) holds ${vector[bad]} at index ${bad}: every value of a direction must be finite`);
+    directions.push({ layer, vector });
   }
   return { modelHint: modelHint as string, directions, metadata };
 }

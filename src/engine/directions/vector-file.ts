@@ -84,7 +84,8 @@ export function serializeVectorFile(file: VectorFile): string {
 export function parseVectorFile(text: string, fileName = 'vector file'): VectorFile {
   let data: unknown;
   try {
-    data = JSON.parse(text);
+    // A byte-order mark (some Windows editors write one) is not JSON, but it is no reason to refuse a file either.
+    data = JSON.parse(text.replace(/^\uFEFF/, ''));
   } catch (error) {
     throw new VectorFileError(`${fileName} is not JSON (${(error as Error).message})`);
   }

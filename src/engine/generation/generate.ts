@@ -79,6 +79,32 @@ export function promptTokenIds(model: SteerableModel, request: GenerateRequest):
   return tokenizer.encode(request.prompt ?? '');
 }
 
+const STRENGTH_HINT = 'Lower the strength (relative strengths within ±1, a vector no longer than a typical residual, are safe).';
+
+/**
+ * Refuses steering whose residual cannot stay finite: the final norm squares the residual, so in float32 a
+ * vector longer than about 1.8e19 (in float16, a value beyond 65504) overflows, and the model returns flat
+ * logits and empty text instead of an error. Said as NonFiniteLogitsError, like the overflow it causes.
+ */
+export function checkSteeringMagnitude(model: SteerableModel, rows: SteeringRow[]): void {
+  const float16 = model.info.residualDtype === 'float16';
+  rows.forEach((row, index) => {
+    for (const { layer, vector, operation = 'add' } of row) {
+      if (operation !== 'add') continue;
+      let squares = 0;
+      let largest = 0;
+      for (let i = 0; i < vector.length; i++) {
+        squares += vector[i] * vector[i];
+        largest = Math.max(largest, Math.abs(vector[i]));
+      }
+      const length = Math.sqrt(squares);
+      if (Number.isFinite(length) && length < 1e19 && !(float16 && largest > 65504)) continue;
+      throw new NonFiniteLogitsError(`row ${index} steers layer ${layer} with a vector of length ${length.toExponential(2)}, which overflows the model's ` +
+        `${float16 ? 'float16' : 'float32'} residual: the steering is too strong for this model. ${STRENGTH_HINT}`);
+    }
+  });
+}
+
 /** A plain loop: `some` with a callback per vocabulary entry showed in profiles of the generation loop. */
 function hasNonFinite(values: Float32Array): boolean {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return true;
@@ -87,6 +113,7 @@ function hasNonFinite(values: Float32Array): boolean {
 
 export async function generate(model: SteerableModel, request: GenerateRequest, controls: GenerateControls = {}): Promise<GenerateResult> {
   const rows = request.rows && request.rows.length > 0 ? request.rows : [[]];
+  checkSteeringMagnitude(model, rows);
   const batch = rows.length;
   const sampling = request.sampling ?? {};
   const steerPrompt = request.steerPrompt ?? true;
@@ -146,8 +173,7 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
         if (hasNonFinite(rowLogits)) {
           const steered = rows[row].length > 0 && (steerPrompt || step > 0);
           throw new NonFiniteLogitsError(steered
-            ? `row ${row} produced non-finite logits at step ${step}: the steering is too strong for this model. ` +
-                'Lower the strength (relative strengths within ±1, a vector no longer than a typical residual, are safe).'
+            ? `row ${row} produced non-finite logits at step ${step}: the steering is too strong for this model. ${STRENGTH_HINT}`
             : `row ${row} produced non-finite logits at step ${step} without steering: the model overflowed` +
                 (model.info.residualDtype === 'float16' ? ' in float16; try an fp32 or q4 variant.' : '.'));
         }

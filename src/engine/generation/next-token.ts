@@ -3,7 +3,7 @@
  * each batch row (e.g. unsteered and steered side by side). The most direct picture of what steering
  * does to the model's choice.
  */
-import { type GenerateRequest, promptTokenIds } from './generate.ts';
+import { type GenerateRequest, checkSteeringMagnitude, promptTokenIds } from './generate.ts';
 import { bestTokens } from './sampling.ts';
 import type { SteerableModel } from '../model/steerable-model.ts';
 
@@ -25,6 +25,7 @@ export type NextTokenRequest = Pick<GenerateRequest, 'prompt' | 'messages' | 'ch
 export async function nextTokens(model: SteerableModel, request: NextTokenRequest): Promise<NextToken[][]> {
   const promptIds = promptTokenIds(model, request);
   const rows = request.rows && request.rows.length > 0 ? request.rows : [[]];
+  checkSteeringMagnitude(model, rows);
   const { logits } = await model.forward({ tokens: rows.map(() => promptIds), steering: rows, logits: 'last' });
   const vocab = logits!.length / rows.length;
   return rows.map((_, row) => topTokens(model, logits!.subarray(row * vocab, (row + 1) * vocab), request.top ?? 10));

@@ -41,7 +41,7 @@ export interface PreparedGraph {
 export async function prepareGraph(
   bytes: Uint8Array,
   fileName: string,
-  readExternal: (location: string) => Promise<Uint8Array>,
+  readExternal: (location: string, maxBytes?: number) => Promise<Uint8Array>,
   hints: AnalysisHints = {},
   ablation = false,
 ): Promise<PreparedGraph> {
@@ -49,7 +49,20 @@ export async function prepareGraph(
   const analysis = analyseGraph(model, { ...hints, fileName });
   const externalData: PreparedGraph['externalData'] = [];
   for (const location of analysis.externalDataFiles) {
-    externalData.push({ path: location, data: await readExternal(location) });
+    const tensors = model.graph.initializers.filter((tensor) => tensor.externalData?.location === location);
+    const extent = (tensor: (typeof tensors)[number]) => tensor.externalData!.offset + (tensor.externalData!.length ?? NaN);
+    // The graph says how large the file is when every tensor in it has a length: a download stops there.
+    const implied = tensors.every((tensor) => Number.isFinite(extent(tensor))) ? Math.max(...tensors.map(extent)) : undefined;
+    const data = await readExternal(location, implied);
+    // ONNX Runtime reports a tensor beyond the end of its file in its own words: say which file and what to do.
+    const outside = tensors.find((tensor) => extent(tensor) > data.length || tensor.externalData!.offset > data.length || tensor.externalData!.offset < 0);
+    if (outside) {
+      const { offset, length } = outside.externalData!;
+      throw new ModelFileError('truncated', location,
+        `${fileName} places ${outside.name} at bytes ${offset}…${offset + (length ?? 0)} of ${location}, which has ${data.length} bytes: ` +
+          'the graph and its data file do not belong together; download both again');
+    }
+    externalData.push({ path: location, data });
   }
   const baseName = fileName.split('/').pop()!;
   const surgery = instrumentModel(model, analysis, { fileName: baseName, ablateLayers: ablation ? analysis.layers.map((site) => site.layer) : [] });
@@ -76,12 +89,28 @@ export async function openSession(prepared: PreparedGraph, backend: Backend) {
 }
 
 const decodeJson = (bytes: Uint8Array, file: string, id: string): Record<string, unknown> => {
+  let json: unknown;
   try {
-    return JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+    json = JSON.parse(new TextDecoder().decode(bytes));
   } catch (error) {
     throw new ModelFileError('not-onnx', file, `${file} of ${id} is not valid JSON (${(error as Error).message}): download it again.`);
   }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ModelFileError('not-onnx', file, `${file} of ${id} holds ${JSON.stringify(json)?.slice(0, 40)}, not a JSON object of settings: download it again.`);
+  }
+  return json as Record<string, unknown>;
 };
+
+/** Sizes that, when a config.json gives them, must be whole numbers ≥ 1 (a context of 0 would cut every prompt to nothing). */
+const CONFIG_SIZES = ['hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'vocab_size', 'max_position_embeddings', 'intermediate_size'];
+
+function checkConfigSizes(config: Record<string, unknown>, id: string): void {
+  for (const key of CONFIG_SIZES) {
+    const value = config[key];
+    if (value === undefined || value === null || (Number.isSafeInteger(value) && (value as number) >= 1)) continue;
+    throw new ModelFileError('not-onnx', 'config.json', `config.json of ${id} gives ${key} = ${JSON.stringify(value)}, but it must be a whole number ≥ 1: fix config.json or download it again.`);
+  }
+}
 
 /** The ONNX graph a model folder or Hub repository offers, with its config and a reader for its data files. */
 export interface ModelGraphFiles {
@@ -90,7 +119,7 @@ export interface ModelGraphFiles {
   file: string;
   bytes: Uint8Array;
   /** Reads an external data file the graph names (a location beside the graph). */
-  readExternal: (location: string) => Promise<Uint8Array>;
+  readExternal: (location: string, maxBytes?: number) => Promise<Uint8Array>;
 }
 
 // ---- memory: estimated from config.json, before anything large is downloaded ----
@@ -182,6 +211,7 @@ export async function readModelGraph(
         'Download the whole model repository, not only the .onnx file.');
   }
   const config = decoderConfigOf(decodeJson(configBytes, 'config.json', source.id));
+  checkConfigSizes(config, source.id);
   const dtype = options.dtype ?? pickDtype(await source.listOnnxFiles(), config, options.preferred);
   options.beforeDownload?.(config, dtype);
   const file = onnxFileForDtype(dtype);
@@ -193,9 +223,9 @@ export async function readModelGraph(
     throw error;
   });
   const folder = file.slice(0, file.lastIndexOf('/') + 1);
-  const readExternal = async (location: string) => {
+  const readExternal = async (location: string, maxBytes?: number) => {
     try {
-      return await source.readFile(folder + location, onProgress, signal);
+      return await source.readFile(folder + location, onProgress, signal, maxBytes);
     } catch (error) {
       if (error instanceof ModelFileError && error.kind === 'missing') {
         throw new ModelFileError('missing', folder + location,

@@ -4,7 +4,7 @@
  * template renderer) that smooths over how tokenizer_config.json files are written in the wild.
  */
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | string;
@@ -40,6 +40,67 @@ function chatTemplateSource(config: Record<string, unknown>, jinja: string | und
   return undefined;
 }
 
+/**
+ * A chat template is code from the model's files, rendered in the engine's one thread: a hostile or broken
+ * one must fail quickly with a clear error instead of wedging the worker or filling memory. Real templates
+ * are a few KiB, take a few thousand steps and render a prompt far shorter than any context.
+ */
+export const TEMPLATE_BUDGET = {
+  /** characters of template source (the jinja lexer is slow on huge inputs) */
+  sourceChars: 256 * 1024,
+  /** characters of any string the template builds, the rendered prompt included */
+  outputChars: 4 * 1024 * 1024,
+  /** jinja expressions and statements evaluated */
+  steps: 2_000_000,
+  /** wall-clock time, for steps that are slow one by one */
+  milliseconds: 2000,
+  /** items a single range() may produce (range(1e8) alone would take gigabytes) */
+  rangeItems: 100_000,
+};
+
+/**
+ * Renders with the library's own globals and interpreter, within TEMPLATE_BUDGET. The library builds its
+ * environment and interpreter inside Template.render, so the budget is put on Interpreter.prototype for
+ * the length of this (synchronous) call only.
+ */
+function renderWithinBudget(template: Template, context: Record<string, unknown>): string {
+  const budget = TEMPLATE_BUDGET;
+  const prototype = Interpreter.prototype;
+  const { evaluate, run } = prototype;
+  const boundedRange = new Environment();
+  boundedRange.set('range', (...args: number[]) => {
+    const [from, to, step = 1] = args.length === 1 ? [0, args[0]] : args;
+    if (![from, to, step].every(Number.isFinite) || step === 0) throw new Error(`range(${args.join(', ')}) is not a range of numbers`);
+    if ((to - from) / step > budget.rangeItems) throw new Error(`range(${args.join(', ')}) asks for more than ${budget.rangeItems} items`);
+    const items = [];
+    for (let value = from; step > 0 ? value < to : value > to; value += step) items.push(value);
+    return items;
+  });
+  let steps = 0;
+  const deadline = performance.now() + budget.milliseconds;
+  prototype.run = function (this: Interpreter, program) {
+    this.global.variables.set('range', boundedRange.variables.get('range')!);
+    return run.call(this, program);
+  };
+  prototype.evaluate = function (this: Interpreter, statement, environment) {
+    steps += 1;
+    if (steps > budget.steps) throw new Error(`it ran past its budget of ${budget.steps} steps (a loop too long for a chat prompt?)`);
+    // Every step: a loop with an empty body costs no steps per item, only the range() that feeds it.
+    if (performance.now() > deadline) throw new Error(`it ran past its budget of ${budget.milliseconds} ms`);
+    const value = evaluate.call(this, statement, environment);
+    if (typeof value.value === 'string' && value.value.length > budget.outputChars) {
+      throw new Error(`it built a string of ${value.value.length} characters, more than ${budget.outputChars}`);
+    }
+    return value;
+  };
+  try {
+    return template.render(context);
+  } finally {
+    prototype.evaluate = evaluate;
+    prototype.run = run;
+  }
+}
+
 export class TextTokenizer {
   readonly hasChatTemplate: boolean;
   readonly bosTokenId?: number;
@@ -52,10 +113,16 @@ export class TextTokenizer {
   private readonly templateTokens: Record<string, string>;
   private readonly addBosToken: boolean;
   private readonly chatTemplateSource?: string;
+  /** Where the template came from, for error messages. */
+  private readonly chatTemplateFile: string;
   /** Parsed on first use, so a template the jinja port cannot parse does not stop plain encoding. */
   private chatTemplate?: Template;
 
   private constructor(files: TokenizerFiles) {
+    const model = (files.tokenizerJson as { model?: unknown } | null)?.model;
+    if (typeof model !== 'object' || model === null) {
+      throw new Error('tokenizer.json has no "model" section: it is not a Hugging Face tokenizers file, or it was cut short. Download it again from the model repository');
+    }
     const config = files.tokenizerConfig;
     this.templateTokens = {};
     for (const key of TEMPLATE_TOKEN_KEYS) {
@@ -81,6 +148,7 @@ export class TextTokenizer {
     this.addBosToken = config.add_bos_token === true;
     this.vocabSize = this.tokenizer.model?.vocab.length ?? 0;
     this.chatTemplateSource = chatTemplateSource(config, files.chatTemplateJinja);
+    this.chatTemplateFile = files.chatTemplateJinja !== undefined ? 'chat_template.jinja' : 'tokenizer_config.json (chat_template)';
     this.hasChatTemplate = this.chatTemplateSource !== undefined;
   }
 
@@ -116,16 +184,21 @@ export class TextTokenizer {
     }
     // raise_exception, which templates call on malformed conversations, is a jinja built-in (supplying our own
     // is refused as a redeclaration); it throws the template's message, to which we add where it comes from.
+    const where = `Chat template in ${this.chatTemplateFile}`;
+    if (this.chatTemplateSource.length > TEMPLATE_BUDGET.sourceChars) {
+      throw new Error(`${where} is ${this.chatTemplateSource.length} characters, more than the ${TEMPLATE_BUDGET.sourceChars} a chat template needs: ` +
+        'replace it with the model\'s original template');
+    }
     try {
       this.chatTemplate ??= new Template(this.chatTemplateSource);
-      return this.chatTemplate.render({
+      return renderWithinBudget(this.chatTemplate, {
         messages,
         add_generation_prompt: addGenerationPrompt,
         ...this.templateTokens,
         ...extraContext,
       });
     } catch (error) {
-      throw new Error(`Chat template: ${(error as Error).message}`, { cause: error });
+      throw new Error(`${where}: ${(error as Error).message}`, { cause: error });
     }
   }
 

@@ -1,6 +1,6 @@
 /**
- * Model files kept in the browser's Cache Storage, so the second load of a model makes no requests for its
- * files and works offline. Only complete, successful, non-HTML answers are stored (and 404s, as the memory
+ * Model files kept in the browser's Cache Storage, so the second load of a model downloads nothing (one HEAD
+ * request per file checks that the server's copy has not changed) and works offline. Only complete, successful, non-HTML answers are stored (and 404s, as the memory
  * that an optional file does not exist); a full disk never stops a load.
  */
 
@@ -33,14 +33,45 @@ function cacheProblem(url: string, error: Error): Error {
     : `${file} could not be stored (${error.message})`);
 }
 
-/** A fetch that answers from the cache when it can and stores what it downloads. */
-export function cachingFetch(fetchImpl: typeof globalThis.fetch, onCacheError?: (error: Error) => void): typeof globalThis.fetch {
+/** Validators a server may send: a cached copy differs from the server's file when any of them differs. */
+const VALIDATORS = ['etag', 'last-modified', 'content-length'];
+
+/**
+ * Whether the server still has the file the cache holds: a HEAD request compared on ETag, Last-Modified and
+ * size (a presenter may have replaced a model). Unreachable, or a server that cannot say: keep the copy.
+ */
+async function stillCurrent(fetchImpl: typeof globalThis.fetch, url: string, cached: Response, signal?: AbortSignal | null): Promise<boolean> {
+  let head: Response;
+  try {
+    head = await fetchImpl(url, { method: 'HEAD', signal });
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    return true; // offline: the cached copy is all there is
+  }
+  if (!head.ok) return true;
+  return VALIDATORS.every((name) => {
+    const [was, now] = [cached.headers.get(name), head.headers.get(name)];
+    return was === null || now === null || was === now;
+  });
+}
+
+export interface CachingFetchOptions {
+  onCacheError?: (error: Error) => void;
+  /** Called with each URL answered from the cache (the engine drops those if the model then fails to load). */
+  onHit?: (url: string) => void;
+}
+
+/** A fetch that answers from the cache when the server has nothing newer, and stores what it downloads. */
+export function cachingFetch(fetchImpl: typeof globalThis.fetch, { onCacheError, onHit }: CachingFetchOptions = {}): typeof globalThis.fetch {
   return async (input, init) => {
     const storage = cacheStorage();
     const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
     const cache = storage ? await storage.open(MODEL_CACHE).catch(() => undefined) : undefined;
     const hit = await cache?.match(url);
-    if (hit?.ok) return hit;
+    if (hit?.ok && (await stillCurrent(fetchImpl, url, hit, init?.signal))) {
+      onHit?.(url);
+      return hit;
+    }
     let response: Response;
     try {
       response = await fetchImpl(input, init);
@@ -81,6 +112,14 @@ export async function modelCacheSize(): Promise<{ files: number; bytes: number }
     bytes += Number(response.headers.get('content-length') ?? 0);
   }
   return { files, bytes };
+}
+
+/** Removes these cached files (a model that failed to load from them is then downloaded again). */
+export async function dropCachedFiles(urls: Iterable<string>): Promise<void> {
+  const storage = cacheStorage();
+  if (!storage) return;
+  const cache = await storage.open(MODEL_CACHE);
+  for (const url of urls) await cache.delete(url);
 }
 
 /** Removes every cached model file, or (with `keepPrefix`) all but those of the model at that URL. */

@@ -3,7 +3,9 @@ import {
   type ModelSource,
   type ProgressCallback,
   ModelFileError,
+  TooLargeError,
   abortedError,
+  fileSizeLimit,
   checkRelativePath,
   progressReporter,
   readStream,
@@ -60,7 +62,7 @@ abstract class HttpSource implements ModelSource {
 
   abstract urlFor(path: string): string;
 
-  async readFile(path: string, onProgress?: ProgressCallback, signal?: AbortSignal): Promise<Uint8Array> {
+  async readFile(path: string, onProgress?: ProgressCallback, signal?: AbortSignal, maxBytes?: number): Promise<Uint8Array> {
     const url = this.urlFor(path);
     const where = `${this.id}${!this.revision || this.revision === 'main' ? '' : ` (revision ${this.revision})`}`;
     let response: Response;
@@ -95,14 +97,25 @@ abstract class HttpSource implements ModelSource {
     const declared = Number(response.headers.get('content-length') ?? NaN);
     const total = (!encoding || encoding === 'identity') && Number.isSafeInteger(declared) && declared >= 0 ? declared : undefined;
     const report = progressReporter(path, total, onProgress);
+    // Past the size the graph implies or any sane size for its kind, the server is broken or hostile: stop there.
+    const limit = Math.min(maxBytes ?? Infinity, fileSizeLimit(path) ?? Infinity);
+    const tooLarge = (size: string) =>
+      new ModelFileError('http', path,
+        `${url} sends ${size} bytes for ${path}, more than the ${limit} ${limit === maxBytes ? 'its graph says it holds' : `a .${path.split('.').pop()} file can sensibly have`}: ` +
+          'the download was stopped; check the server and the model files');
+    if (total !== undefined && total > limit) {
+      await response.body?.cancel();
+      throw tooLarge(String(total));
+    }
     let bytes: Uint8Array;
     let loaded = 0;
     try {
       bytes = response.body
-        ? await readStream(response.body, total, (n) => report((loaded = n)), signal)
+        ? await readStream(response.body, total, (n) => report((loaded = n)), signal, limit)
         : new Uint8Array(0);
     } catch (error) {
       if (signal?.aborted) throw abortedError(path, this.id);
+      if (error instanceof TooLargeError) throw tooLarge(`more than ${limit}`);
       throw new ModelFileError('truncated', path,
         `the download of ${path} from ${where} broke off after ${loaded}${total === undefined ? '' : ` of ${total}`} bytes ` +
           `(${(error as Error).message}): retry`);

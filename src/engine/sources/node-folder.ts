@@ -1,5 +1,5 @@
 /** A model folder on the local disk (Node only: the CLI and tests; the browser bundle never imports this). */
-import { type FileHandle, open, readdir } from 'node:fs/promises';
+import { type FileHandle, open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   type ModelSource,
@@ -30,9 +30,13 @@ export class FolderSource implements ModelSource {
     if (signal?.aborted) throw abortedError(file, this.id);
     let handle: FileHandle | undefined;
     try {
+      // Before opening: opening a FIFO waits for a writer forever, and a device such as /dev/zero never ends.
+      const info = await stat(fullPath);
+      if (info.isDirectory()) throw new ModelFileError('missing', file, `${fullPath} is a folder, not a file: ${this.id} needs ${file} as a file`);
+      if (!info.isFile()) {
+        throw new ModelFileError('not-onnx', file, `${fullPath} is not a regular file (a FIFO, socket or device): ${this.id} needs ${file} as a plain file`);
+      }
       handle = await open(fullPath, 'r');
-      const info = await handle.stat();
-      if (!info.isFile()) throw new ModelFileError('missing', file, `${fullPath} is a folder, not a file: ${this.id} needs ${file} as a file`);
       const size = info.size;
       const bytes = new Uint8Array(size);
       const report = progressReporter(file, size, onProgress);
@@ -65,8 +69,14 @@ export class FolderSource implements ModelSource {
 
   async listOnnxFiles(): Promise<string[]> {
     try {
-      const entries = await readdir(path.join(this.folder, 'onnx'), { withFileTypes: true });
-      return entries.filter((entry) => entry.isFile()).map((entry) => entry.name).sort();
+      const onnx = path.join(this.folder, 'onnx');
+      const entries = await readdir(onnx, { withFileTypes: true });
+      // Symlinks count when they lead to a file: the Hugging Face cache links every file to a blob elsewhere.
+      const isFile = async (entry: (typeof entries)[number]) =>
+        entry.isFile() || (entry.isSymbolicLink() && Boolean((await stat(path.join(onnx, entry.name)).catch(() => undefined))?.isFile()));
+      const files = [];
+      for (const entry of entries) if (await isFile(entry)) files.push(entry.name);
+      return files.sort();
     } catch (error) {
       if (isNotFound(error)) return [];
       throw error;

@@ -16,8 +16,11 @@ export interface ModelSource {
   /** e.g. "HuggingFaceTB/SmolLM2-135M-Instruct", or a folder name. */
   readonly id: string;
   readonly revision?: string;
-  /** Whole file as bytes; throws ModelFileError (kind 'missing') if absent. Reports progress as bytes done/total. */
-  readFile(path: string, onProgress?: ProgressCallback, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Whole file as bytes; throws ModelFileError (kind 'missing') if absent. Reports progress as bytes done/total.
+   * `maxBytes`: the size the caller knows the file must not exceed (a data file's extent in its graph).
+   */
+  readFile(path: string, onProgress?: ProgressCallback, signal?: AbortSignal, maxBytes?: number): Promise<Uint8Array>;
   /** Optional file, undefined if absent (e.g. chat_template.jinja, generation_config.json). */
   readOptionalFile(path: string, onProgress?: ProgressCallback, signal?: AbortSignal): Promise<Uint8Array | undefined>;
   /** File names under onnx/ when the source can list them (folders, picked files), else undefined (Hub). */
@@ -73,8 +76,29 @@ export function progressReporter(file: string, total: number | undefined, onProg
   };
 }
 
+/** What an external-data file may be called: weights, never a name a browser would render or run (.svg, .html, .js). */
+export const DATA_FILE_NAME = /^[\w-][\w.-]*\.(onnx_data(_\d+)?|data|bin)$/;
+
+/** JSON and text files (config, tokenizer, template): the largest real tokenizer.json is about 35 MB. */
+export const TEXT_FILE_LIMIT = 64 << 20;
+/** Protobuf cannot encode a graph over 2 GiB; larger models keep their weights in external data files. */
+export const GRAPH_FILE_LIMIT = 2 ** 31;
+
+/** The most bytes a file under this name can sensibly have; undefined for weight files (their graph says). */
+export function fileSizeLimit(path: string): number | undefined {
+  if (/\.onnx$/.test(path)) return GRAPH_FILE_LIMIT;
+  if (/\.(json|jinja|txt|model)$/.test(path)) return TEXT_FILE_LIMIT;
+  return undefined;
+}
+
+export class TooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`more than ${limit} bytes`);
+  }
+}
+
 /**
- * Reads a byte stream to the end. With `expected` (a declared length) the buffer is allocated once;
+ * Reads a byte stream to the end, or throws TooLargeError past `limit` bytes (a server that never stops). With `expected` (a declared length) the buffer is allocated once;
  * the caller compares the returned length with it, since only the caller knows what a mismatch means.
  */
 export async function readStream(
@@ -82,6 +106,7 @@ export async function readStream(
   expected: number | undefined,
   report: (loaded: number) => void,
   signal?: AbortSignal,
+  limit = Infinity,
 ): Promise<Uint8Array> {
   const reader = stream.getReader();
   let buffer = new Uint8Array(expected ?? 1 << 16);
@@ -92,6 +117,7 @@ export async function readStream(
       signal?.throwIfAborted();
       const { done, value } = await reader.read();
       if (done) break;
+      if (loaded + value.length > limit) throw new TooLargeError(limit);
       if (loaded + value.length > buffer.length) {
         const grown = new Uint8Array(Math.max(buffer.length * 2, loaded + value.length));
         grown.set(buffer.subarray(0, loaded));
