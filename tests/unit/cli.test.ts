@@ -120,6 +120,12 @@ describe('tiller generate', () => {
     expect(run.stderr).toMatch(/20 tokens, [\d.]+ tokens\/s \(wasm\)/);
   });
 
+  it('without a model, the embedded stories260K gives the same text', async () => {
+    const run = await ok(['generate', '--prompt', '', '--max-new-tokens', '20']);
+    expect(run.stderr).toContain('using the embedded stories260K');
+    expect(run.stdout).toBe(await plainText());
+  });
+
   it('the same text from a Hub id (TILLER_HUB_URL)', async () => {
     const hub = await startHubServer({ root: sharedModelsDir, repos: { 'tiller-test/stories260K-hf': stories } });
     try {
@@ -165,11 +171,18 @@ describe('tiller errors', () => {
     }
   });
 
-  it('an unknown option exits 2 with the usage', async () => {
+  it('an unknown option exits 2 with the usage line of its command only', async () => {
     const run = await tiller(['generate', stories, '--prompt', '', '--max-tokens', '5']);
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain("Unknown option '--max-tokens'");
-    expect(run.stderr).toContain('usage:');
+    expect(run.stderr).toContain('unknown option --max-tokens');
+    expect(run.stderr).toContain('usage:\n  tiller generate <model> --prompt TEXT');
+    expect(run.stderr).not.toContain('tiller serve');
+  });
+
+  it('a mistyped option gets the option it was probably meant to be', async () => {
+    const run = await tiller(['generate', stories, '--prompt', '', '--strenght', '0.2']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('unknown option --strenght: did you mean --strength?');
   });
 
   it('a path that is neither a folder nor a Hub id exits 2', async () => {
