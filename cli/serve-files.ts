@@ -58,7 +58,7 @@ export function modelsHandler(modelsDir: string) {
     const relative = decodeURIComponent(url.pathname.slice('/models/'.length));
     res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
     if (relative === 'index.json') {
-      const models = [];
+      const models: { name: string; onnx: string[]; chat: boolean; embedded?: true }[] = [];
       for (const root of roots) {
         for (const name of (await readdir(root).catch(() => [] as string[])).sort()) {
           if (models.some((m) => m.name === name) || (await rootOf(name)) !== root) continue;
