@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { renderANSI } from 'uqr';
 import { checkSteering, openCheckPair } from '../src/engine/model/check.ts';
 import { EMBEDDED_MODEL, EMBEDDED_MODELS_DIR, startAppServer } from './serve-files.ts';
 import { type ContrastiveSet, extractDirections } from '../src/engine/directions/extract.ts';
@@ -464,6 +465,9 @@ async function serve(flags: Flags): Promise<number> {
     : [];
   console.log(`Tiller is served at http://${everywhere ? 'localhost' : host}:${port}/${lan.length ? ` and to the room at ${lan.join(', ')}` : ''}`);
   console.log(`models from ${modelsDir} (npm run models:fetch -- <hub id> adds one); Ctrl-C stops`);
+  // The room's address as a QR code for phones (white and black backgrounds, right on light and dark terminals).
+  const roomUrl = lan[0] ?? `http://${everywhere ? 'localhost' : host}:${port}/`;
+  console.log(`\n${roomUrl}\n${renderANSI(roomUrl, { border: 2 })}`);
   return new Promise<number>(() => {});
 }
 

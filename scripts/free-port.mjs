@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 
-/** `wanted` when nothing listens there, else a port the system hands out. */
+/** `wanted` when nothing listens there, else (or for 0) a port the system hands out. */
 export function freePort(wanted) {
   return new Promise((resolve) => {
     const probe = createServer();
@@ -11,6 +11,9 @@ export function freePort(wanted) {
         any.close(() => resolve(port));
       });
     });
-    probe.listen(wanted, '127.0.0.1', () => probe.close(() => resolve(wanted)));
+    probe.listen(wanted, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
   });
 }

@@ -2,13 +2,16 @@
  * The `tiller` command line, run for real as a subprocess (`node bin/tiller.mjs …`) against the shared
  * models: what it prints, what it exits with, and how it refuses bad input.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHubServer } from '../support/hub-server.ts';
+import { decodeModules, modulesFromAnsi } from '../support/qr.ts';
+// @ts-expect-error: a plain .mjs script of the test command, without types
+import { freePort } from '../../scripts/free-port.mjs';
 import { sharedGraphPath, sharedModel, sharedModelsDir } from '../support/paths.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -158,6 +161,31 @@ describe('tiller generate', () => {
     const run = await tiller(greedy(stories, '--vector', await writeVector('short.json', 64, Array(10).fill(1)), '--layer', '2'));
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('field "directions[0].vector" must hold 64 finite numbers');
+  });
+});
+
+describe('tiller serve', () => {
+  it('prints the room address as a QR code that reads back to it', async () => {
+    const app = await mkdtemp(path.join(tmp, 'app-'));
+    await writeFile(path.join(app, 'index.html'), '<!doctype html><title>Tiller</title>');
+    const port: number = await freePort(0);
+    const child = spawn(process.execPath, ['bin/tiller.mjs', 'serve', '--app', app, '--host', '127.0.0.1', '--port', String(port)], { cwd: repoRoot });
+    let stdout = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk: Buffer) => {
+          stdout += chunk.toString();
+          if (modulesFromAnsi(stdout).length > 20 && stdout.trimEnd().endsWith('\x1b[0m')) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`tiller serve exited ${code}: ${stdout}`)));
+      });
+      const url = `http://127.0.0.1:${port}/`;
+      expect(stdout).toContain(url);
+      expect(decodeModules(modulesFromAnsi(stdout))).toBe(url);
+      expect((await fetch(url)).status).toBe(200);
+    } finally {
+      child.kill();
+    }
   });
 });
 
