@@ -97,7 +97,7 @@ test('a shared link opens with the model loaded, the direction computed and the 
 
   // The QR code in the share dialog reads back to the link.
   await page.getByText('QR code', { exact: true }).click();
-  expect(await readQr(page, 'qr-code')).toBe(link);
+  expect(await readQr(page, 'share-qr')).toBe(link);
 
   // Another browser, never used: the link alone.
   const other = await browser.newContext();
@@ -110,7 +110,7 @@ test('a shared link opens with the model loaded, the direction computed and the 
 
   // Presenter mode shows the room's link (without the presenter flag) as a QR code.
   await visitor.getByRole('button', { name: 'Presenter mode' }).click();
-  const roomLink = await readQr(visitor, 'qr-code');
+  const roomLink = await readQr(visitor, 'room-qr');
   expect(roomLink?.split('#')[0]).toBe(link.split('#')[0]);
   expect(roomLink).not.toContain('present=1');
   expect(roomLink).toContain('strength=0.4');
