@@ -26,6 +26,8 @@ const loadStories = (page: Page, backend: 'wasm' | 'webgpu') => loadLocalModel(p
 
 for (const backend of ['wasm', 'webgpu'] as const) {
   test(`load, compute a direction, drag the strength: steered text changes, baseline stays (${backend})`, async ({ page, browser }) => {
+    // Three loads and two extractions (first visit, reload, a visitor's browser): minutes on a loaded machine.
+    test.slow();
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));
     await page.setViewportSize({ width: 1280, height: 800 });
