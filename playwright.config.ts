@@ -1,10 +1,13 @@
 import { defineConfig } from '@playwright/test';
+import os from 'node:os';
 import path from 'node:path';
 
 const sharedModels = process.env.TILLER_SHARED_MODELS ?? path.resolve('../shared/models');
-// Parallel runs (several people or agents on one machine) pick their own port, build folder and report.
+// Parallel runs (several people or agents on one machine) pick their own port, build folder and report
+// (`npm test` picks a free port by itself). The build goes outside the project, so that writing it does
+// not reload a dev server's page that is open on this checkout.
 const port = Number(process.env.TILLER_TEST_PORT ?? 4179);
-const outDir = process.env.TILLER_TEST_PORT ? `.test-dist-${port}` : 'dist';
+const outDir = path.join(os.tmpdir(), `tiller-test-dist-${port}`);
 const report = process.env.TILLER_TEST_PORT ? `.reports/playwright-${port}.json` : '.reports/playwright.json';
 
 export default defineConfig({
@@ -28,7 +31,7 @@ export default defineConfig({
     },
   },
   webServer: {
-    command: `npx vite build --outDir ${outDir} && npx vite preview --outDir ${outDir} --port ${port} --strictPort --host 127.0.0.1`,
+    command: `npx vite build --outDir ${outDir} --emptyOutDir && npx vite preview --outDir ${outDir} --port ${port} --strictPort --host 127.0.0.1`,
     url: `http://127.0.0.1:${port}`,
     timeout: 180_000,
     reuseExistingServer: false,

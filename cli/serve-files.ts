@@ -2,6 +2,8 @@
  * HTTP for the app and its models, shared by Vite's dev/preview servers and `tiller serve`:
  * `/models/index.json` lists the model folders (those with a config.json), their onnx/ files (so the
  * engine can pick a variant) and whether they are chat models; `/models/<name>/<path>` serves their files; everything else is the built app.
+ * The models folder comes first; the embedded default model (public/models/, tracked in the repository) is
+ * always listed after it, so a fresh clone has one model with no network.
  * Every answer carries cross-origin isolation headers, which multi-threaded WASM needs.
  *
  * The server is open to a whole room (and to any page a learner opens), so no request may end the
@@ -11,6 +13,7 @@
 import { open, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export const ISOLATION_HEADERS = {
   'Cross-Origin-Opener-Policy': 'same-origin',
@@ -107,7 +110,12 @@ async function sendFile(res: ServerResponse, root: string, relative: string, typ
   return true;
 }
 
-/** The model folders with a config.json, their onnx/ files and whether they are chat models. */
+/** The models that ship with the repository (and with the built app, as public/ is copied into it). */
+export const EMBEDDED_MODELS_DIR = fileURLToPath(new URL('../public/models', import.meta.url));
+/** The default model of the app and the CLI, a folder of EMBEDDED_MODELS_DIR. */
+export const EMBEDDED_MODEL = 'stories260K';
+
+/** The model folders with a config.json under `root`, their onnx/ files and whether they are chat models. */
 async function listModels(root: string): Promise<{ name: string; onnx: string[]; chat: boolean }[]> {
   const names = await readdir(root).catch(() => [] as string[]);
   const models = [];
@@ -122,9 +130,15 @@ async function listModels(root: string): Promise<{ name: string; onnx: string[];
   return models;
 }
 
-/** Handles `/models/…` from `modelsDir`; calls `next` for anything else. Never rejects. */
+/** The first of `roots` that has model `name` (a folder with a config.json). */
+async function findRoot(roots: string[], name: string): Promise<string | undefined> {
+  for (const root of roots) if (await stat(path.join(root, name, 'config.json')).catch(() => undefined)) return root;
+  return undefined;
+}
+
+/** Handles `/models/…` from `modelsDir`, then the embedded models; calls `next` for anything else. Never rejects. */
 export function modelsHandler(modelsDir: string) {
-  const folder = path.resolve(modelsDir);
+  const folders = [...new Set([path.resolve(modelsDir), EMBEDDED_MODELS_DIR])];
   return async (req: IncomingMessage, res: ServerResponse, next: () => void): Promise<void> => {
     const pathname = requestPath(req);
     if (pathname === undefined) return answer(res, 400, 'bad request: the URL does not parse');
@@ -132,13 +146,22 @@ export function modelsHandler(modelsDir: string) {
     const relative = pathname.slice('/models/'.length);
     for (const [name, value] of Object.entries(MODEL_HEADERS)) res.setHeader(name, value);
     try {
-      const root = await realpath(folder).catch(() => folder);
+      const roots = await Promise.all(folders.map((folder) => realpath(folder).catch(() => folder)));
       if (relative === 'index.json') {
+        // The models folder first; a model of the same name there hides the embedded one.
+        const models: { name: string; onnx: string[]; chat: boolean; embedded?: true }[] = [];
+        for (const [i, root] of roots.entries()) {
+          for (const model of await listModels(root)) {
+            if (!models.some((m) => m.name === model.name)) models.push({ ...model, ...(folders[i] === EMBEDDED_MODELS_DIR ? { embedded: true as const } : {}) });
+          }
+        }
         res.setHeader('Content-Type', 'application/json');
-        res.end(JSON.stringify({ models: await listModels(root) }));
-      } else if (!(await sendFile(res, root, relative, MODEL_TYPES))) {
-        answer(res, 404, `no such model file: ${relative}`);
+        res.end(JSON.stringify({ models }));
+        return;
       }
+      const name = relative.split('/')[0];
+      const root = (await findRoot(roots, name)) ?? roots[0];
+      if (!(await sendFile(res, root, relative, MODEL_TYPES))) answer(res, 404, `no such model file: ${relative}`);
     } catch (error) {
       answer(res, 500, `could not read ${relative}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
     }

@@ -8,8 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { renderANSI } from 'uqr';
 import { checkSteering, openCheckPair } from '../src/engine/model/check.ts';
-import { startAppServer } from './serve-files.ts';
+import { EMBEDDED_MODEL, EMBEDDED_MODELS_DIR, startAppServer } from './serve-files.ts';
 import { type ContrastiveSet, extractDirections } from '../src/engine/directions/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generation/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/directions/gguf.ts';
@@ -56,12 +57,26 @@ A diff file steers both models of its pair: --strength S on the base adds the di
 of the diff" adds it as measured), a negative strength or --ablate on the fine-tune takes it away.
 
 <model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
-sets the server), or, for inspect and check, a single .onnx file.`;
+sets the server), or, for inspect and check, a single .onnx file. Without it, the embedded stories260K.`;
 
 class UsageError extends Error {}
 
+/** The usage lines of one command (its line and the indented ones after it), or all of them. */
+function usageOf(command: string | undefined): string {
+  const lines = USAGE.split('\n');
+  const start = lines.findIndex((line) => line.startsWith(`  tiller ${command} `));
+  if (start < 0) return USAGE;
+  let end = start + 1;
+  while (lines[end]?.startsWith('       ')) end++;
+  return `usage:\n${lines.slice(start, end).join('\n')}\n(tiller --help shows every command)`;
+}
+
+/** Set once the command is known, so an error prints only its usage. */
+let currentCommand: string | undefined;
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (COMMANDS.includes(command)) currentCommand = command;
   const { values, positionals } = parseFlags(rest);
   if (!command || values.help || command === 'help' || command === '--help' || command === '-h') {
     console.log(USAGE);
@@ -74,8 +89,11 @@ async function main(argv: string[]): Promise<number> {
   for (const name of ['layer', 'strength', 'ablate'] as const) {
     if (values[name] !== undefined && !values.vector) throw new UsageError(`--${name} needs --vector FILE`);
   }
-  const target = positionals[0];
-  if (!target) throw new UsageError(`${command} needs a model`);
+  let target = positionals[0];
+  if (!target) {
+    target = path.join(EMBEDDED_MODELS_DIR, EMBEDDED_MODEL);
+    console.error(`note: no model named: using the embedded ${EMBEDDED_MODEL}`);
+  }
   const dtype = values.dtype ? parseDtype(values.dtype) : undefined;
   const backend = values.backend ? parseBackend(values.backend) : 'wasm';
 
@@ -140,8 +158,23 @@ function parseFlags(args: string[]) {
   try {
     return parseArgs({ args: glued, allowPositionals: true, options: OPTIONS });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    const unknown = /^Unknown option '--([^'=]+)'/.exec((error as Error).message)?.[1];
+    if (!unknown) throw new UsageError((error as Error).message);
+    const near = Object.keys(OPTIONS).map((name) => ({ name, distance: editDistance(name, unknown) }))
+      .sort((a, b) => a.distance - b.distance).find((option) => option.distance <= 2)?.name;
+    throw new UsageError(`unknown option --${unknown}${near ? `: did you mean --${near}?` : ''}`);
   }
+}
+
+/** Levenshtein distance, for "did you mean" on a mistyped flag. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length];
 }
 
 function parseBackend(value: string): Backend {
@@ -502,6 +535,9 @@ async function serve(flags: Flags): Promise<number> {
     : [];
   console.log(`Tiller is served at http://${everywhere ? 'localhost' : host}:${port}/${lan.length ? ` and to the room at ${lan.join(', ')}` : ''}`);
   console.log(`models from ${modelsDir} (npm run models:fetch -- <hub id> adds one); Ctrl-C stops`);
+  // The room's address as a QR code for phones (white and black backgrounds, right on light and dark terminals).
+  const roomUrl = lan[0] ?? `http://${everywhere ? 'localhost' : host}:${port}/`;
+  console.log(`\n${roomUrl}\n${renderANSI(roomUrl, { border: 2 })}`);
   return new Promise<number>(() => {});
 }
 
@@ -535,7 +571,7 @@ main(process.argv.slice(2)).then(
   exitWhenFlushed,
   (error: Error) => {
     console.error(`tiller: ${error.message}`);
-    if (error instanceof UsageError) console.error(USAGE);
+    if (error instanceof UsageError) console.error(usageOf(currentCommand));
     exitWhenFlushed(error instanceof UsageError ? 2 : 1);
   },
 );

@@ -1,15 +1,24 @@
 #!/usr/bin/env node
 // The one test command: type checks, Node unit tests (Vitest), browser tests (Playwright in Chromium).
-// Prints the closing line "N passed, N failed" from the runners' JSON reports.
+// Prints the closing line "N passed, N failed": the sum of what each runner reported in its JSON report.
+// The browser tests take TILLER_TEST_PORT, else 4179, else (taken: a shared machine) any free port.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { freePort } from './free-port.mjs';
+
+const wanted = Number(process.env.TILLER_TEST_PORT ?? 4179);
+const port = await freePort(wanted);
+if (port !== wanted) console.log(`port ${wanted} is taken: the browser tests use ${port}`);
+const env = { ...process.env, TILLER_TEST_PORT: String(port) };
+// The report playwright.config.ts writes for this port.
+const playwrightReport = `.reports/playwright-${port}.json`;
 
 mkdirSync('.reports', { recursive: true });
-for (const report of ['.reports/vitest.json', '.reports/playwright.json']) rmSync(report, { force: true });
+for (const report of ['.reports/vitest.json', playwrightReport]) rmSync(report, { force: true });
 
 const run = (label, command, args) => {
   console.log(`\n=== ${label}: ${command} ${args.join(' ')}`);
-  return spawnSync(command, args, { stdio: 'inherit', env: process.env }).status ?? 1;
+  return spawnSync(command, args, { stdio: 'inherit', env }).status ?? 1;
 };
 
 let passed = 0;
@@ -35,9 +44,9 @@ if (existsSync('.reports/vitest.json')) {
   results.push(`vitest: no report (exit ${unit})`);
 }
 
-const browser = run('browser tests (Chromium: WASM and WebGPU)', 'npx', ['playwright', 'test']);
-if (existsSync('.reports/playwright.json')) {
-  const stats = JSON.parse(readFileSync('.reports/playwright.json', 'utf8')).stats;
+const browser = run(`browser tests (Chromium: WASM and WebGPU, port ${port})`, 'npx', ['playwright', 'test']);
+if (existsSync(playwrightReport)) {
+  const stats = JSON.parse(readFileSync(playwrightReport, 'utf8')).stats;
   passed += stats.expected + stats.flaky;
   failed += stats.unexpected;
   results.push(`playwright: ${stats.expected} passed, ${stats.unexpected} failed, ${stats.flaky} flaky, ${stats.skipped} skipped`);

@@ -174,12 +174,12 @@ export function createEngine(): TillerEngine {
       case 'files': return new PickedFilesSource(location.files);
     }
   };
-  /** Releases the loaded model first (on WASM both would share one heap while the new one loads), then loads `request`. */
+  /**
+   * Loads `request`, and only once it is ready releases the model it replaces: a load that fails or is
+   * cancelled leaves the working model in place, and on WebGPU the device stays in use by a live session
+   * throughout (releasing the last session first would tear down the device the new one is about to use).
+   */
   const replaceModel = async (request: LoadRequest, signal: AbortSignal, onProgress?: (p: FileProgress) => void): Promise<SteerableModel> => {
-    await fineTune?.dispose();
-    fineTune = undefined;
-    await model?.dispose();
-    model = undefined;
     const source = sourceFor(request.location);
     const load = () => loadModel(source, {
       dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
@@ -192,8 +192,14 @@ export function createEngine(): TillerEngine {
       cacheHits.clear();
       return load();
     });
+    const previous = model;
+    // A fine-tune belongs to the base it was compared with.
+    const previousFineTune = fineTune;
+    fineTune = undefined;
     model = loadedNow;
     lastLoad = request;
+    await previousFineTune?.dispose().catch(() => undefined);
+    await previous?.dispose().catch(() => undefined);
     // Where the model's files live in the cache, so that "clear old models" can keep them.
     currentUrlPrefix = source instanceof HubSource || source instanceof FolderUrlSource ? source.urlFor('config.json').slice(0, -'config.json'.length) : undefined;
     return loadedNow;

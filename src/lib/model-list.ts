@@ -6,6 +6,8 @@ export interface LocalModel {
   onnx: string[];
   /** Whether it has a chat template. */
   chat?: boolean;
+  /** The default model that ships with the app (public/models/). */
+  embedded?: boolean;
 }
 
 /** The folders the server offers (none where it lists nothing, e.g. a static host without models/). */

@@ -9,6 +9,8 @@ export type BackendChoice = 'auto' | 'webgpu' | 'wasm';
 export interface Settings {
   /** Selected model: "local:<folder>" or "hub:<owner/name>". */
   model: string;
+  /** The selected model as last loaded (empty: none): a reload loads it again by itself when no download is needed. */
+  loadedModel: string;
   backend: BackendChoice;
   hubBaseUrl: string;
   hubId: string;
@@ -42,6 +44,7 @@ export const DEFAULT_HUB = 'https://huggingface.co';
 
 export const DEFAULT_SETTINGS: Settings = {
   model: '',
+  loadedModel: '',
   backend: 'auto',
   hubBaseUrl: DEFAULT_HUB,
   hubId: '',
@@ -88,6 +91,7 @@ export function numberProblem(field: keyof typeof NUMBER_RULES, value: unknown):
 
 const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
   model: (v) => typeof v === 'string',
+  loadedModel: (v) => typeof v === 'string',
   backend: (v) => v === 'auto' || v === 'webgpu' || v === 'wasm',
   hubBaseUrl: (v) => typeof v === 'string',
   hubId: (v) => typeof v === 'string',
@@ -169,8 +173,8 @@ export function saveSettings(storage: StorageLike, settings: Settings): string |
   }
 }
 
-/** The part of the settings a shareable link carries. */
-export type SharedSettings = Partial<Pick<Settings, 'model' | 'presetId' | 'layer' | 'strength' | 'prompt'>>;
+/** The part of the settings a shareable link carries: enough to open the same columns. */
+export type SharedSettings = Partial<Pick<Settings, 'model' | 'presetId' | 'layer' | 'strength' | 'prompt' | 'operation' | 'ablateFrom' | 'ablateTo' | 'presetB' | 'strengthB' | 'temperature' | 'seed' | 'maxNewTokens'>>;
 
 export function shareHash(settings: Settings, options: { present?: boolean } = {}): string {
   const params = new URLSearchParams();
@@ -179,25 +183,45 @@ export function shareHash(settings: Settings, options: { present?: boolean } = {
   if (settings.layer !== undefined) params.set('layer', String(settings.layer));
   params.set('strength', String(settings.strength));
   if (settings.prompt) params.set('prompt', settings.prompt);
+  params.set('op', settings.operation);
+  if (settings.operation === 'ablate') {
+    if (settings.ablateFrom !== undefined) params.set('from', String(settings.ablateFrom));
+    if (settings.ablateTo !== undefined) params.set('to', String(settings.ablateTo));
+  }
+  if (settings.presetB) {
+    params.set('presetB', settings.presetB);
+    params.set('strengthB', String(settings.strengthB));
+  }
+  params.set('temperature', String(settings.temperature));
+  params.set('seed', String(settings.seed));
+  params.set('tokens', String(settings.maxNewTokens));
   if (options.present) params.set('present', '1');
   return `#${params.toString()}`;
 }
 
-/** Reads a shared configuration from a URL hash; fields that do not parse are left out. */
+/** Reads a shared configuration from a URL hash; fields that do not parse (by the saved settings' checks) are left out. */
 export function parseShareHash(hash: string): SharedSettings | undefined {
   const params = new URLSearchParams(hash.replace(/^#/, ''));
-  const shared: SharedSettings = {};
+  const shared: Record<string, unknown> = {};
+  const take = (param: string, key: keyof SharedSettings, value: unknown) => {
+    if (params.has(param) && FIELD_CHECKS[key](value)) shared[key] = value;
+  };
+  const number = (param: string) => (params.get(param)?.trim() ? Number(params.get(param)) : NaN);
   const model = params.get('model');
   if (model && /^(local|hub):./.test(model)) shared.model = model;
-  const preset = params.get('preset');
-  if (preset) shared.presetId = preset;
-  const layer = Number(params.get('layer') ?? NaN);
-  if (Number.isInteger(layer) && layer >= 0 && params.has('layer')) shared.layer = layer;
-  const strength = Number(params.get('strength') ?? NaN);
-  if (params.has('strength') && Number.isFinite(strength) && Math.abs(strength) <= 10) shared.strength = strength;
-  const prompt = params.get('prompt');
-  if (prompt !== null) shared.prompt = prompt;
-  return Object.keys(shared).length > 0 ? shared : undefined;
+  if (params.get('preset')) shared.presetId = params.get('preset');
+  take('layer', 'layer', number('layer'));
+  take('strength', 'strength', number('strength'));
+  take('prompt', 'prompt', params.get('prompt'));
+  take('op', 'operation', params.get('op'));
+  take('from', 'ablateFrom', number('from'));
+  take('to', 'ablateTo', number('to'));
+  take('presetB', 'presetB', params.get('presetB'));
+  take('strengthB', 'strengthB', number('strengthB'));
+  take('temperature', 'temperature', number('temperature'));
+  take('seed', 'seed', number('seed'));
+  take('tokens', 'maxNewTokens', number('tokens'));
+  return Object.keys(shared).length > 0 ? (shared as SharedSettings) : undefined;
 }
 
 /** Whether a URL hash asks to open in presenter mode (`present=1`), a flag a shared link may carry. */

@@ -25,6 +25,15 @@ describe('the engine API the worker exposes', () => {
     expect(result.rows[0].text).toMatch(/^Once upon a time, there was a little girl/);
   });
 
+  it('a load that fails keeps the working model: it still generates the same text', async () => {
+    await engine.load('load', { location: location(), backend: 'wasm' });
+    const before = await engine.generate('a', { prompt: 'Lily was', maxNewTokens: 12 });
+    await expect(engine.load('load', { location: { kind: 'hub', repo: 'tiller-test/missing', baseUrl: hub.baseUrl }, backend: 'wasm' })).rejects.toThrow();
+    expect(engine.info()?.layerCount).toBe(5);
+    const after = await engine.generate('a', { prompt: 'Lily was', maxNewTokens: 12 });
+    expect(after.rows[0].text).toBe(before.rows[0].text);
+  });
+
   it('runs overlapping jobs one after another, each complete', async () => {
     const [first, second] = await Promise.all([
       engine.generate('a', { prompt: 'Tom was', maxNewTokens: 10 }),

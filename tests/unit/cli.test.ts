@@ -2,7 +2,7 @@
  * The `tiller` command line, run for real as a subprocess (`node bin/tiller.mjs …`) against the shared
  * models: what it prints, what it exits with, and how it refuses bad input.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHubServer } from '../support/hub-server.ts';
 import { writeSyntheticModel } from '../support/synthetic-decoder.ts';
+import { decodeModules, modulesFromAnsi } from '../support/qr.ts';
+// @ts-expect-error: a plain .mjs script of the test command, without types
+import { freePort } from '../../scripts/free-port.mjs';
 import { sharedGraphPath, sharedModel, sharedModelsDir } from '../support/paths.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -143,6 +146,12 @@ describe('tiller generate', () => {
     expect(run.stderr).toMatch(/20 tokens, [\d.]+ tokens\/s \(wasm\)/);
   });
 
+  it('without a model, the embedded stories260K gives the same text', async () => {
+    const run = await ok(['generate', '--prompt', '', '--max-new-tokens', '20']);
+    expect(run.stderr).toContain('using the embedded stories260K');
+    expect(run.stdout).toBe(await plainText());
+  });
+
   it('the same text from a Hub id (TILLER_HUB_URL)', async () => {
     const hub = await startHubServer({ root: sharedModelsDir, repos: { 'tiller-test/stories260K-hf': stories } });
     try {
@@ -178,6 +187,31 @@ describe('tiller generate', () => {
   });
 });
 
+describe('tiller serve', () => {
+  it('prints the room address as a QR code that reads back to it', async () => {
+    const app = await mkdtemp(path.join(tmp, 'app-'));
+    await writeFile(path.join(app, 'index.html'), '<!doctype html><title>Tiller</title>');
+    const port: number = await freePort(0);
+    const child = spawn(process.execPath, ['bin/tiller.mjs', 'serve', '--app', app, '--host', '127.0.0.1', '--port', String(port)], { cwd: repoRoot });
+    let stdout = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk: Buffer) => {
+          stdout += chunk.toString();
+          if (modulesFromAnsi(stdout).length > 20 && stdout.trimEnd().endsWith('\x1b[0m')) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`tiller serve exited ${code}: ${stdout}`)));
+      });
+      const url = `http://127.0.0.1:${port}/`;
+      expect(stdout).toContain(url);
+      expect(decodeModules(modulesFromAnsi(stdout))).toBe(url);
+      expect((await fetch(url)).status).toBe(200);
+    } finally {
+      child.kill();
+    }
+  });
+});
+
 describe('tiller errors', () => {
   it('an unknown command exits 2 with the usage', async () => {
     for (const args of [['frobnicate', stories], ['frobnicate']]) {
@@ -188,11 +222,18 @@ describe('tiller errors', () => {
     }
   });
 
-  it('an unknown option exits 2 with the usage', async () => {
+  it('an unknown option exits 2 with the usage line of its command only', async () => {
     const run = await tiller(['generate', stories, '--prompt', '', '--max-tokens', '5']);
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain("Unknown option '--max-tokens'");
-    expect(run.stderr).toContain('usage:');
+    expect(run.stderr).toContain('unknown option --max-tokens');
+    expect(run.stderr).toContain('usage:\n  tiller generate <model> --prompt TEXT');
+    expect(run.stderr).not.toContain('tiller serve');
+  });
+
+  it('a mistyped option gets the option it was probably meant to be', async () => {
+    const run = await tiller(['generate', stories, '--prompt', '', '--strenght', '0.2']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('unknown option --strenght: did you mean --strength?');
   });
 
   it('a path that is neither a folder nor a Hub id exits 2', async () => {

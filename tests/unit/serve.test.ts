@@ -69,6 +69,14 @@ describe('the app server behind tiller serve', () => {
     expect((await onnx.arrayBuffer()).byteLength).toBe(1302365);
   });
 
+  it('lists and serves the embedded stories260K after the models folder, the same model as the shared copy', async () => {
+    const listing = await (await fetch(`${base}/models/index.json`)).json();
+    expect(listing.models.at(-1)).toEqual({ name: 'stories260K', onnx: ['model.onnx'], chat: false, embedded: true });
+    const embedded = await (await fetch(`${base}/models/stories260K/onnx/model.onnx`)).arrayBuffer();
+    const shared = await (await fetch(`${base}/models/stories260K-hf/onnx/model.onnx`)).arrayBuffer();
+    expect(Buffer.from(embedded).equals(Buffer.from(shared))).toBe(true);
+  });
+
   it('never serves files outside its folders', async () => {
     expect((await fetch(`${base}/models/..%2F..%2Fetc%2Fpasswd`)).status).toBe(404);
     expect((await fetch(`${base}/..%2Fpackage.json`)).status).toBe(404);

@@ -49,18 +49,28 @@ describe('playground settings', () => {
     }
   });
 
-  it('a share link carries model, preset, layer, strength and prompt', () => {
+  const sampling = { operation: 'add', temperature: DEFAULT_SETTINGS.temperature, seed: DEFAULT_SETTINGS.seed, maxNewTokens: DEFAULT_SETTINGS.maxNewTokens };
+
+  it('a share link carries model, preset, layer, strength, prompt and sampling', () => {
     const settings = { ...DEFAULT_SETTINGS, model: 'local:stories260K-hf', presetId: 'happy-sad-stories', layer: 2, strength: 0.35, prompt: 'Once upon a time & more #1' };
-    expect(parseShareHash(shareHash(settings))).toEqual({ model: 'local:stories260K-hf', presetId: 'happy-sad-stories', layer: 2, strength: 0.35, prompt: 'Once upon a time & more #1' });
+    expect(parseShareHash(shareHash(settings))).toEqual({ model: 'local:stories260K-hf', presetId: 'happy-sad-stories', layer: 2, strength: 0.35, prompt: 'Once upon a time & more #1', ...sampling });
     expect(parseShareHash('#strength=nope&layer=-1&model=elsewhere')).toBeUndefined();
     expect(parseShareHash('')).toBeUndefined();
+  });
+
+  it('a share link carries the operation with its range, and the second direction', () => {
+    const ablate = { ...DEFAULT_SETTINGS, model: 'hub:owner/name', operation: 'ablate' as const, ablateFrom: 1, ablateTo: 3, seed: 9, maxNewTokens: 20, temperature: 0 };
+    expect(parseShareHash(shareHash(ablate))).toEqual({ model: 'hub:owner/name', strength: 0, operation: 'ablate', ablateFrom: 1, ablateTo: 3, temperature: 0, seed: 9, maxNewTokens: 20 });
+    const two = { ...DEFAULT_SETTINGS, presetId: 'happy-sad-stories', presetB: 'formal-casual', strengthB: -0.2 };
+    expect(parseShareHash(shareHash(two))).toMatchObject({ operation: 'add', presetB: 'formal-casual', strengthB: -0.2 });
+    expect(parseShareHash('#op=delete&from=-2&tokens=0&seed=1.5')).toBeUndefined();
   });
 
   it('a share link can ask to open in presenter mode', () => {
     const settings = { ...DEFAULT_SETTINGS, model: 'local:stories260K-hf', strength: 0.3 };
     expect(parsePresentFlag(shareHash(settings))).toBe(false);
     expect(parsePresentFlag(shareHash(settings, { present: true }))).toBe(true);
-    expect(parseShareHash(shareHash(settings, { present: true }))).toEqual({ model: 'local:stories260K-hf', strength: 0.3 });
+    expect(parseShareHash(shareHash(settings, { present: true }))).toEqual({ model: 'local:stories260K-hf', strength: 0.3, ...sampling });
     expect(parsePresentFlag('#present=1')).toBe(true);
     expect(parsePresentFlag('#present=0')).toBe(false);
   });

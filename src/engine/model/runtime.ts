@@ -132,6 +132,8 @@ export async function createSession(files: SessionFiles, backend: Backend, gpuOu
     executionProviders: [backend],
     externalData: files.externalData,
     graphOptimizationLevel: 'all',
+    // Errors only: on WebGPU, ORT warns (through console.error) that shape ops run on the CPU, which is by design.
+    logSeverityLevel: 3,
   };
   if (backend === 'webgpu') {
     options.preferredOutputLocation = Object.fromEntries(gpuOutputs.map((name) => [name, 'gpu-buffer' as const]));

@@ -134,3 +134,27 @@ export async function clearModelCache(keepPrefix?: string): Promise<void> {
   const cache = await storage.open(MODEL_CACHE);
   for (const request of await cache.keys()) if (!request.url.startsWith(keepPrefix)) await cache.delete(request.url);
 }
+
+/**
+ * The Hub repositories (at `baseUrl`, any revision) whose config.json and at least one ONNX graph are in the
+ * cache: those load with no download. The page reads this to mark models as cached before loading one.
+ */
+export async function cachedHubRepos(baseUrl: string): Promise<Set<string>> {
+  const storage = cacheStorage();
+  const found = new Set<string>();
+  if (!storage) return found;
+  const prefix = `${baseUrl.replace(/\/+$/, '')}/`;
+  const files = new Map<string, { config?: boolean; onnx?: boolean }>();
+  const cache = await storage.open(MODEL_CACHE);
+  for (const { url } of await cache.keys()) {
+    const match = url.startsWith(prefix) ? /^([^/]+\/[^/]+)\/resolve\/[^/]+\/(.+)$/.exec(url.slice(prefix.length)) : null;
+    // 404s are cached too (the memory that an optional file is missing): only files that are there count.
+    if (!match || !(match[2] === 'config.json' || match[2].endsWith('.onnx')) || !(await cache.match(url))?.ok) continue;
+    const entry = files.get(match[1]) ?? {};
+    if (match[2] === 'config.json') entry.config = true;
+    if (/^onnx\/[^/]+\.onnx$/.test(match[2])) entry.onnx = true;
+    files.set(match[1], entry);
+  }
+  for (const [repo, entry] of files) if (entry.config && entry.onnx) found.add(repo);
+  return found;
+}
