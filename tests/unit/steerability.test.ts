@@ -4,6 +4,7 @@ import { COHERENCE_LIMIT, STRENGTH_GRID, type ScoringExample, scoreSteerability 
 import { contrastiveSetOf, presetById } from '../../src/engine/directions/presets.ts';
 import { multiplierFor, scaledDirection } from '../../src/engine/directions/strength.ts';
 import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
+import { parseVectorFile, serializeVectorFile, vectorFileFromExtraction } from '../../src/engine/directions/vector-file.ts';
 import { loadShared } from '../support/models.ts';
 
 /** A happy/sad set of our own, in no preset: story openings of a different shape from happy-sad-stories'. */
@@ -136,6 +137,24 @@ describe('steerability chooses a layer that steers (stories260K)', () => {
     };
     expect(scored.layers[0].steerability).toBeCloseTo((await advantage(0.25)) - (await advantage(-0.25)), 4);
     expect(examples.positive[0].continuation[0]).not.toBe(examples.negative[0].continuation[0]); // scored from where the pair differs
+  });
+
+  it('stores the scores in the vector file, validated, and still reads files written without them', () => {
+    const { extraction } = results['happy-sad-stories'];
+    const file = vectorFileFromExtraction(extraction, { id: 'stories260K-hf', hiddenSize: 64 }, 'happy-sad-stories');
+    const text = serializeVectorFile(file);
+    const loaded = parseVectorFile(text);
+    expect(loaded.directions.map((d) => d.steerability)).toEqual(extraction.steerability!.layers.map((l) => l.steerability));
+    expect(loaded.directions[extraction.recommendedLayer].coherentStrength).toBe(extraction.coherent!.strength);
+    expect(loaded.steerability).toMatchObject({ strength: 0.25 });
+    const old = JSON.parse(text);
+    delete old.steerability;
+    for (const d of old.directions) for (const field of ['steerability', 'perplexityRatio', 'coherentStrength']) delete d[field];
+    expect(parseVectorFile(JSON.stringify(old)).directions[0].steerability).toBeUndefined();
+    const bad = JSON.parse(text);
+    bad.directions[1].coherentStrength = 3;
+    expect(() => parseVectorFile(JSON.stringify(bad))).toThrow(/directions\[1\]\.coherentStrength" must be a relative strength from 0 to 1/);
+    expect(() => parseVectorFile(JSON.stringify({ ...JSON.parse(text), steerability: { strength: 'x' } }))).toThrow(/"steerability" must be an object/);
   });
 
   it('says why it cannot choose when the examples are too few or too alike, and keeps the directions', async () => {
