@@ -5,6 +5,7 @@ import { contrastiveSetOf, presetById } from '../../src/engine/directions/preset
 import { multiplierFor, scaledDirection } from '../../src/engine/directions/strength.ts';
 import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { parseVectorFile, serializeVectorFile, vectorFileFromExtraction } from '../../src/engine/directions/vector-file.ts';
+import { tokenProjections } from '../../src/engine/inside/projection.ts';
 import { loadShared } from '../support/models.ts';
 
 /** A happy/sad set of our own, in no preset: story openings of a different shape from happy-sad-stories'. */
@@ -155,6 +156,25 @@ describe('steerability chooses a layer that steers (stories260K)', () => {
     bad.directions[1].coherentStrength = 3;
     expect(() => parseVectorFile(JSON.stringify(bad))).toThrow(/directions\[1\]\.coherentStrength" must be a relative strength from 0 to 1/);
     expect(() => parseVectorFile(JSON.stringify({ ...JSON.parse(text), steerability: { strength: 'x' } }))).toThrow(/"steerability" must be an object/);
+  });
+
+  it('the meter without the added component reads exactly the unsteered state at the steered layer, and the response after it', async () => {
+    const { extraction } = results['happy-sad-stories'];
+    const layer = extraction.layers[2];
+    const tokenizer = model.tokenizer!;
+    const contextIds = tokenizer.encode('Lily was very');
+    const tokenIds = tokenizer.encode(' happy and she played all day', { addSpecialTokens: false });
+    const steering = [{ layer: 2, vector: scaledDirection(layer.direction, multiplierFor(0.5, layer)) }];
+    const read = (at: number, withSteering: boolean, withoutAdded = false) =>
+      tokenProjections(model, { contextIds, tokenIds, layer: at, direction: extraction.layers[at].direction, steering: withSteering ? steering : undefined, withoutAdded });
+    const plain = await read(2, false);
+    const removed = await read(2, true, true);
+    const raw = await read(2, true);
+    removed.forEach((t, i) => expect(t.projection).toBeCloseTo(plain[i].projection, 4));
+    expect(raw[0].projection - plain[0].projection).toBeGreaterThan(0.1); // what the old meter showed: our own input
+    // At the last layer the same tokens read differently: the model's response to the steering.
+    const [after, afterPlain] = [await read(4, true, true), await read(4, false)];
+    expect(Math.max(...after.map((t, i) => Math.abs(t.projection - afterPlain[i].projection)))).toBeGreaterThan(0.01);
   });
 
   it('says why it cannot choose when the examples are too few or too alike, and keeps the directions', async () => {
