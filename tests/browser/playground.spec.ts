@@ -225,7 +225,9 @@ test('the guided lesson walks from a direction to steering and monitoring on the
   await expect(page.getByTestId('lesson-done')).toBeVisible();
   await next.click();
   await expect(heading).toContainText('Add it');
-  await expect(strength).toHaveValue('0.3');
+  // The lesson steers at the edge of the coherent range measured for this direction.
+  const edge = Number(/±([\d.]+)/.exec((await page.getByTestId('coherent-range').textContent())!)![1]);
+  await expect(strength).toHaveValue(String(edge));
   await page.getByLabel('Max new tokens').fill('16');
   const before = await finishedRuns(page);
   await page.getByRole('button', { name: 'Generate', exact: true }).click();
@@ -236,9 +238,9 @@ test('the guided lesson walks from a direction to steering and monitoring on the
   const runs = await finishedRuns(page);
   await next.click();
   await expect(heading).toContainText('Subtract it');
-  await expect(strength).toHaveValue('-0.3');
+  await expect(strength).toHaveValue(String(-edge));
   await nextRun(page, runs); // live since the first Generate: the new strength restarts the columns
-  await expect(page.getByTestId('column-steered')).toContainText('-0.3');
+  await expect(page.getByTestId('column-steered')).toContainText(String(-edge));
   await next.click();
   await expect(heading).toContainText('step 6 of 6: Monitor it');
   await expect(strength).toHaveValue('0');
