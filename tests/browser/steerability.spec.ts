@@ -50,6 +50,9 @@ test('steerability and separation on the chart, the coherent range on the slider
   // The meter: by default read at the last layer, after the steered one (the model's response).
   await page.getByLabel('Max new tokens').fill('24');
   await page.getByLabel('Temperature').fill('0');
+  // A gentle strength and an opening the model is sure of, so both columns start with the same tokens.
+  await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('Once upon a time');
+  await page.getByRole('slider', { name: 'Strength' }).fill('0.1');
   const readout = page.getByTestId('readout-layer');
   await expect(readout).toHaveValue('4');
   await expect(page.getByTestId('meter-hint')).toContainText(`Steering is added at layer ${starLayer}, before this one`);
