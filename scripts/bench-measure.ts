@@ -155,7 +155,7 @@ export async function measureSteerability(model: SteerableModel, plan: BenchPlan
   const layers = model.analysis.layers.map((site) => site.layer);
   let directions: ReturnType<typeof fitDirections> | undefined;
   let scoredLayers = 0;
-  const times = await interleave(Math.min(plan.repeats, 3), {
+  const times = await interleave(1, { // one timed round after the untimed one: each side takes seconds on a 135M model
     extraction: async () => {
       const started = performance.now();
       const capture = (prompts: number[][]) => captureHiddenStates(model, { prompts, layers, reduce: 'mean' });

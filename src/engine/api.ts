@@ -21,6 +21,7 @@ import type { Dtype } from './sources/variants.ts';
 import type { ModelInfo, SteerableModel } from './model/steerable-model.ts';
 import type { ChatMessage } from './model/tokenizer.ts';
 import { type VectorFile, vectorFileFromExtraction } from './directions/vector-file.ts';
+import { type CoherentRange, type ScoredDirection, type ScoringExamples, coherentRange } from './directions/steerability.ts';
 
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
@@ -84,6 +85,9 @@ export interface TillerEngine {
   projectTokens(jobId: string, request: ProjectTokensRequest): Promise<TokenProjection[]>;
   /** The tokens whose logits a direction raises and lowers most, through the final norm and LM head. */
   logitLens(jobId: string, direction: ArrayLike<number>, top?: number): Promise<LogitLens>;
+  /** The coherent strength range at one layer of the last direction computed (its examples stay in memory):
+   *  `promptSetHash` names that extraction; another one is refused. */
+  coherentRange(jobId: string, request: { promptSetHash: string; direction: ScoredDirection }): Promise<CoherentRange>;
   /** Trait and coherence of short continuations over layers × strengths. */
   strengthMap(jobId: string, request: StrengthMapRequest, onProgress?: (done: number, total: number) => void): Promise<StrengthMapCell[]>;
   /** Model files kept by the browser (undefined where there is no Cache Storage, e.g. Node). */
@@ -143,6 +147,8 @@ export function createEngine(): TillerEngine {
         throw await recoverFrom(error, signal);
       }
     });
+  // The last extraction's scored examples, for the coherent range at layers other than the recommended one.
+  let lastScoring: { promptSetHash: string; examples: ScoringExamples; unsteeredPerplexity: number } | undefined;
   let lastCacheError: string | undefined;
   let currentUrlPrefix: string | undefined;
   const fetchModelFile = browserCacheAvailable()
@@ -159,6 +165,7 @@ export function createEngine(): TillerEngine {
   const replaceModel = async (request: LoadRequest, signal: AbortSignal, onProgress?: (p: FileProgress) => void): Promise<SteerableModel> => {
     await model?.dispose();
     model = undefined;
+    lastScoring = undefined;
     const source = sourceFor(request.location);
     const loadedNow = await loadModel(source, {
       dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
@@ -211,6 +218,10 @@ export function createEngine(): TillerEngine {
             throw error;
           });
         if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
+        const scores = extraction.steerability;
+        lastScoring = extraction.scoringExamples && scores && !scores.problem
+          ? { promptSetHash: extraction.promptSetHash, examples: extraction.scoringExamples, unsteeredPerplexity: scores.unsteeredPerplexity }
+          : undefined;
         return vectorFileFromExtraction(extraction, current.info, request.preset);
       }),
 
@@ -227,6 +238,14 @@ export function createEngine(): TillerEngine {
       withModelJob(jobId, () => ('text' in request ? textProjections(loaded(), request) : tokenProjections(loaded(), request))),
 
     logitLens: (jobId, direction, top) => withModelJob(jobId, () => directionLogitLens(loaded(), direction, top)),
+
+    coherentRange: (jobId, request) =>
+      withModelJob(jobId, (signal) => {
+        if (!lastScoring || lastScoring.promptSetHash !== request.promptSetHash) {
+          throw new Error('the examples this direction was scored on are no longer in memory: compute the direction again to measure other layers');
+        }
+        return coherentRange(loaded(), request.direction, lastScoring.examples, { unsteeredPerplexity: lastScoring.unsteeredPerplexity }, { signal });
+      }),
 
     strengthMap: (jobId, request, onProgress) => withModelJob(jobId, (signal) => strengthMap(loaded(), request, { onProgress, signal })),
 

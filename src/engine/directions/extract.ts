@@ -52,6 +52,8 @@ export interface Extraction extends DirectionSet {
   steerability?: SteerabilityResult;
   /** The strengths that keep the examples coherent at the recommended layer (absent when unscored). */
   coherent?: CoherentRange;
+  /** The examples steering was scored on (token ids), for the coherent range at other layers. */
+  scoringExamples?: ScoringExamples;
 }
 
 interface Example {
@@ -132,6 +134,7 @@ export async function extractDirections(
     extraction.steerability = { strength: options.steerability?.strength ?? 0.25, layers: [], unsteeredPerplexity: NaN, problem: scoring, milliseconds: 0 };
     return extraction;
   }
+  extraction.scoringExamples = scoring;
   const progress = (done: number, total: number) => controls.onProgress?.('scoring', done, total);
   extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, options.steerability, { signal: controls.signal, onProgress: progress });
   if (extraction.steerability.problem) return extraction;
