@@ -157,6 +157,11 @@ test('presenter mode shows only the strength and the two columns, in large type;
   await expect(strength).toBeVisible();
   await expect(page.getByTestId('strength-value')).toBeVisible();
   await expect(page.getByTestId('strength-value')).toContainText('+0.30 relative');
+  // The coherent range and the buttons that jump to its edges stay on screen for the room.
+  await expect(page.getByTestId('coherent-range')).toHaveText(/^coherent up to ±0\.\d\d here$/);
+  const edge = /±([\d.]+)/.exec((await page.getByTestId('coherent-range').textContent())!)![1];
+  await expect(page.getByRole('button', { name: `+${edge}`, exact: true })).toBeVisible();
+  await expect(page.getByRole('button', { name: `−${edge}`, exact: true })).toBeVisible();
   for (const key of ['baseline', 'steered']) {
     await expect(page.getByTestId(`column-${key}`)).toBeVisible();
     const size = await page.getByTestId(`output-${key}`).evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
