@@ -20,6 +20,7 @@ const storageKeys = (page: Page) => page.evaluate(() => Object.keys(localStorage
 const bar = (page: Page, layer: number) => page.getByRole('button', { name: new RegExp(`^Layer ${layer}: steerability`) });
 
 test('persona panel: preset for the model, custom prompts, compute, choose a layer, restore', async ({ page }) => {
+  test.setTimeout(360_000); // three loads and a direction with its steerability pass
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto('/');
