@@ -7,11 +7,13 @@ import { finishedRuns, generations, loadLocalModel } from '../support/playground
 const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
 
 async function loadAndCompute(page: Page, model: string, layers: number) {
+  test.setTimeout(420_000);
   await page.setViewportSize({ width: 1400, height: 1000 });
   await page.goto('/');
   await loadLocalModel(page, model, 'wasm', layers);
   await page.getByRole('button', { name: 'Compute direction' }).click();
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
+  // Answers (chat presets), hidden states, then the steerability pass.
+  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 240_000 });
 }
 
 async function generateAndWait(page: Page, after: number) {

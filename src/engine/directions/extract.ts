@@ -141,7 +141,7 @@ export async function extractDirections(
   extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
   const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
   extraction.coherent = await coherentRange(model, recommended, scoring, {
-    logitsBudget: options.steerability?.logitsBudget, unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
+    logitsBudget: options.steerability?.logitsBudget, maxExamples: options.steerability?.maxExamples, unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
   }, { signal: controls.signal });
   return extraction;
 }

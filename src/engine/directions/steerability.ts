@@ -57,6 +57,9 @@ export interface SteerabilityOptions {
   layers?: number[];
   /** Most logits (rows × positions × vocabulary) one forward pass may return (default 2²⁴ floats, 64 MB). */
   logitsBudget?: number;
+  /** Most examples scored per side, spread evenly over the list (default 16: persona sets answer each
+   *  question twice, and every example costs a forward pass per layer and sign). */
+  maxExamples?: number;
 }
 
 export interface SteerabilityControls {
@@ -81,8 +84,7 @@ export async function scoreSteerability(
 ): Promise<SteerabilityResult> {
   const started = performance.now();
   const strength = options.strength ?? 0.25;
-  const positive = examples.positive.filter((e) => e.continuation.length > 0 && e.context.length > 0);
-  const negative = examples.negative.filter((e) => e.continuation.length > 0 && e.context.length > 0);
+  const { positive, negative } = scorable(examples, options.maxExamples);
   const byLayer = new Map(directions.map((d) => [d.layer, d]));
   const unscored = (problem: string): SteerabilityResult => ({ strength, layers: [], unsteeredPerplexity: NaN, problem, milliseconds: performance.now() - started });
   if (positive.length < MIN_SCORING_EXAMPLES || negative.length < MIN_SCORING_EXAMPLES) {
@@ -166,10 +168,11 @@ export async function coherentRange(
   model: SteerableModel,
   direction: ScoredDirection,
   examples: ScoringExamples,
-  options: Pick<SteerabilityOptions, 'logitsBudget'> & { unsteeredPerplexity?: number } = {},
+  options: Pick<SteerabilityOptions, 'logitsBudget' | 'maxExamples'> & { unsteeredPerplexity?: number } = {},
   controls: SteerabilityControls = {},
 ): Promise<CoherentRange> {
-  const all = [...examples.positive, ...examples.negative].filter((e) => e.continuation.length > 0 && e.context.length > 0);
+  const { positive, negative } = scorable(examples, options.maxExamples);
+  const all = [...positive, ...negative];
   if (all.length === 0) throw new Error('no examples with text to score: cannot measure coherence');
   const unsteered = options.unsteeredPerplexity
     ?? Math.exp(-mean(await meanLogProbabilities(model, all.map((example) => ({ example })), options.logitsBudget, { signal: controls.signal })));
@@ -192,6 +195,15 @@ export async function coherentRange(
     controls.onProgress?.(tried.length, steps);
   }
   return { layer: direction.layer, strength: ok < 0 ? 0 : STRENGTH_GRID[ok], tried: tried.sort((a, b) => a.strength - b.strength) };
+}
+
+/** The examples with text to score, at most `max` per side, spread evenly over each list. */
+function scorable(examples: ScoringExamples, max = 16): ScoringExamples {
+  const pick = (list: ScoringExample[]) => {
+    const usable = list.filter((e) => e.continuation.length > 0 && e.context.length > 0);
+    return usable.length <= max ? usable : Array.from({ length: max }, (_, i) => usable[Math.floor((i * usable.length) / max)]);
+  };
+  return { positive: pick(examples.positive), negative: pick(examples.negative) };
 }
 
 interface ScoringRow {
