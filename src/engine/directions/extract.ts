@@ -136,12 +136,14 @@ export async function extractDirections(
   }
   extraction.scoringExamples = scoring;
   const progress = (done: number, total: number) => controls.onProgress?.('scoring', done, total);
-  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, options.steerability, { signal: controls.signal, onProgress: progress });
+  // Persona answers are long and chat vocabularies large: fewer of them keep the pass near the answering's cost.
+  const scoringOptions = { maxExamples: set.kind === 'persona' ? 8 : undefined, ...options.steerability };
+  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, scoringOptions, { signal: controls.signal, onProgress: progress });
   if (extraction.steerability.problem) return extraction;
   extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
   const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
   extraction.coherent = await coherentRange(model, recommended, scoring, {
-    logitsBudget: options.steerability?.logitsBudget, maxExamples: options.steerability?.maxExamples, unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
+    logitsBudget: scoringOptions.logitsBudget, maxExamples: scoringOptions.maxExamples, unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
   }, { signal: controls.signal });
   return extraction;
 }
