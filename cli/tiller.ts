@@ -55,6 +55,8 @@ carry no residual norms, it multiplies the vector as llama.cpp does. --layer def
 recommended layer. --positive/--negative files hold one text per line, or a JSON list of strings.
 A diff file steers both models of its pair: --strength S on the base adds the diff (the table's "strength
 of the diff" adds it as measured), a negative strength or --ablate on the fine-tune takes it away.
+extract recommends the layer where steering moves the examples most (steerability), not the one that
+separates them best, and prints the strengths that keep them coherent there.
 
 <model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
 sets the server), or, for inspect and check, a single .onnx file. Without it, the embedded stories260K.`;
@@ -466,9 +468,23 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
   const seconds = (performance.now() - started) / 1000;
   console.log(`${model.id}: ${extraction.method} of ${extraction.mode === 'answer' ? 'answer tokens' : extraction.mode === 'last' ? 'last tokens' : 'token means'}, ` +
     `${extraction.positiveCount} + ${extraction.negativeCount} examples, scores held out over ${extraction.folds} folds, ${seconds.toFixed(1)} s`);
-  console.log('layer  ‖direction‖  residual norm  AUROC  separation (d′)');
+  const scores = extraction.steerability;
+  console.log(`layer  ‖direction‖  residual norm  AUROC  separation (d′)  steerability (±${scores?.strength ?? 0.25})  perplexity ×`);
   for (const l of extraction.layers) {
-    console.log(`${String(l.layer).padStart(5)}  ${l.norm.toFixed(4).padStart(11)}  ${l.meanResidualNorm.toFixed(3).padStart(13)}  ${l.auroc.toFixed(3)}  ${l.separation.toFixed(2).padStart(15)}${l.layer === extraction.recommendedLayer ? '  ← recommended' : ''}`);
+    const scored = scores?.layers.find((s) => s.layer === l.layer);
+    const steering = scored
+      ? `${scored.steerability.toFixed(3).padStart(21)}  ${Math.max(scored.perplexityRatio.positive, scored.perplexityRatio.negative).toFixed(2).padStart(12)}`
+      : `${'–'.padStart(21)}  ${'–'.padStart(12)}`;
+    console.log(`${String(l.layer).padStart(5)}  ${l.norm.toFixed(4).padStart(11)}  ${l.meanResidualNorm.toFixed(3).padStart(13)}  ${l.auroc.toFixed(3)}  ${l.separation.toFixed(2).padStart(15)}  ${steering}${l.layer === extraction.recommendedLayer ? '  ← recommended' : ''}`);
+  }
+  console.log('steerability: how much more likely steering at +s makes the positive examples than −s does (nats per token); ' +
+    'perplexity ×: the examples\' perplexity under the worse of ±s over unsteered');
+  if (scores?.problem) console.log(`steerability not scored: ${scores.problem}; recommended by separation only`);
+  else if (scores) console.log(`steerability pass ${(scores.milliseconds / 1000).toFixed(1)} s`);
+  if (extraction.coherent) {
+    console.log(extraction.coherent.strength > 0
+      ? `coherent up to ±${extraction.coherent.strength} at layer ${extraction.coherent.layer} (perplexity within 1.5× of unsteered)`
+      : `at layer ${extraction.coherent.layer} even ±0.05 raises perplexity over 1.5×: steer gently`);
   }
   for (const [side, answers] of Object.entries(extraction.sampleAnswers ?? {})) {
     for (const answer of answers) console.log(`${side} answer: ${JSON.stringify(answer)}`);

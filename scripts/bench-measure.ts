@@ -5,6 +5,8 @@
  */
 import { generate } from '../src/engine/generation/generate.ts';
 import { captureHiddenStates } from '../src/engine/directions/hidden-states.ts';
+import { fitDirections } from '../src/engine/directions/directions.ts';
+import { scoreSteerability } from '../src/engine/directions/steerability.ts';
 import { argmax, createRng } from '../src/engine/generation/sampling.ts';
 import type { SteerableModel, SteeringRow } from '../src/engine/model/steerable-model.ts';
 
@@ -22,9 +24,13 @@ export interface BenchPlan {
   /** Seconds of decoding before anything is timed: browsers compile ONNX Runtime's WASM with their optimising
    *  tier in the background for tens of seconds, and whatever ran before that finished would look slow. */
   warmupSeconds?: number;
+  /** Examples per side (8–24 tokens) of the extraction vs steerability comparison (0: skip it). */
+  scoringExamples?: number;
   /** Only these measurements (default: all), where a backend is too slow for the rest. */
-  only?: ('againstTransformersJs' | 'batchedStrengths' | 'capture')[];
+  only?: BenchItem[];
 }
+
+export type BenchItem = 'againstTransformersJs' | 'batchedStrengths' | 'capture' | 'steerability';
 
 /** A model folder the bench runs (under the folder served as /models/ to the page). */
 export interface BenchModel {
@@ -46,7 +52,7 @@ export interface TransformersModel {
   runs: { ms: number };
 }
 
-export const TARGETS = { steeringOverhead: 0.97, againstTransformersJs: 1.1, fourRowsTime: 1.6 } as const;
+export const TARGETS = { steeringOverhead: 0.97, againstTransformersJs: 1.1, fourRowsTime: 1.6, steerabilityVsExtraction: 3 } as const;
 
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -137,6 +143,38 @@ export async function measureCapture(model: SteerableModel, plan: BenchPlan) {
   return { prompts: prompts.length, batched, single, ratio: batched / single };
 }
 
+/**
+ * 6. The steerability pass (every layer, or a coarse pass and its refinement on deep models, at ±0.25) vs the
+ * extraction it follows (capture at every layer and the fit), on the same random examples: seconds and ratio.
+ */
+export async function measureSteerability(model: SteerableModel, plan: BenchPlan) {
+  const random = createRng(11);
+  const vocab = model.vocabSize;
+  const side = () => Array.from({ length: plan.scoringExamples ?? 0 }, () => Array.from({ length: 8 + Math.floor(random() * 17) }, () => Math.floor(random() * vocab)));
+  const [positive, negative] = [side(), side()];
+  const layers = model.analysis.layers.map((site) => site.layer);
+  let directions: ReturnType<typeof fitDirections> | undefined;
+  let scoredLayers = 0;
+  const times = await interleave(1, { // one timed round after the untimed one: each side takes seconds on a 135M model
+    extraction: async () => {
+      const started = performance.now();
+      const capture = (prompts: number[][]) => captureHiddenStates(model, { prompts, layers, reduce: 'mean' });
+      directions = fitDirections(await capture(positive), await capture(negative));
+      return performance.now() - started;
+    },
+    steerability: async () => {
+      const started = performance.now();
+      const examples = (prompts: number[][]) => prompts.map((ids) => ({ context: ids.slice(0, 1), continuation: ids.slice(1) }));
+      const result = await scoreSteerability(model, directions!.layers, { positive: examples(positive), negative: examples(negative) });
+      scoredLayers = result.layers.length;
+      return performance.now() - started;
+    },
+  });
+  const extraction = median(times.extraction) / 1000;
+  const steerability = median(times.steerability) / 1000;
+  return { examplesPerSide: positive.length, scoredLayers, extractionSeconds: extraction, steerabilitySeconds: steerability, ratio: steerability / extraction, target: TARGETS.steerabilityVsExtraction };
+}
+
 /** Wraps `session.run` to add up the milliseconds spent inside it: the rest of a generation is its loop's own time. */
 export function timeSessionRuns(session: { run: (...args: never[]) => Promise<unknown> }, total = { ms: 0 }): { ms: number } {
   const run = session.run.bind(session) as (...args: unknown[]) => Promise<unknown>;
@@ -194,17 +232,18 @@ export async function measureAgainstTransformersJs(model: SteerableModel, transf
   };
 }
 
-/** Items 1–4 on one model (item 1 always, the others as the plan says): `original` is the unmodified graph, `instrumented` the edited one (no EOS ids). */
+/** Items 1–4 and 6 on one model (item 1 unless `only` names items, the others as the plan says): `original` is the unmodified graph, `instrumented` the edited one (no EOS ids). */
 export async function measureModel(original: SteerableModel, instrumented: SteerableModel, plan: BenchPlan, transformers?: TransformersModel) {
   const wanted = (item: NonNullable<BenchPlan['only']>[number]) => !plan.only || plan.only.includes(item);
   for (const started = performance.now(); performance.now() - started < (plan.warmupSeconds ?? 0) * 1000; ) {
     await decodeStepsPerSecond(original, undefined, plan.steps);
   }
   return {
-    steering: await measureSteeringOverhead(original, instrumented, plan),
+    steering: plan.only && plan.only.length > 0 ? undefined : await measureSteeringOverhead(original, instrumented, plan),
     againstTransformersJs: transformers && wanted('againstTransformersJs') ? await measureAgainstTransformersJs(instrumented, transformers, plan) : undefined,
     batchedStrengths: wanted('batchedStrengths') ? await measureBatchedStrengths(instrumented, plan) : undefined,
     capture: wanted('capture') ? await measureCapture(instrumented, plan) : undefined,
+    steerability: wanted('steerability') && plan.scoringExamples ? await measureSteerability(instrumented, plan) : undefined,
   };
 }
 

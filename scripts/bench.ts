@@ -11,8 +11,10 @@
  * export flavours (tests/support/synthetic-decoder.ts), cached in .cache/bench-models/. Where a target is
  * missed, a per-operator ONNX Runtime profile of 1 vs 4 rows says where the time goes.
  * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
- * --quick: Node only, shared models only, few steps (the CI smoke test). --models a,b and
- * --backends node-wasm,chromium-wasm,chromium-webgpu run a subset.
+ *  6. the steerability pass after an extraction vs the extraction itself, on the same examples;
+ * --quick: Node only, shared models only, few steps (the CI smoke test). --models a,b,
+ * --backends node-wasm,chromium-wasm,chromium-webgpu and --items steerability,capture,batchedStrengths,
+ * againstTransformersJs,load (items 1 and 5 run only without --items, or 5 when named) run a subset.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -28,11 +30,14 @@ import { SteerableModel } from '../src/engine/model/steerable-model.ts';
 import type { ModelConfig } from '../src/engine/model/steerable-model.ts';
 import { SMOLLM2_135M, writeSyntheticModel } from '../tests/support/synthetic-decoder.ts';
 import { sharedModel } from '../tests/support/paths.ts';
-import { type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, median } from './bench-measure.ts';
+import { type BenchItem, type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, median } from './bench-measure.ts';
 import { type TransformersModelOptions, transformersGenerator } from './bench-transformers.ts';
 import type { ChromiumRun } from './bench-chromium.ts';
 
 const quick = process.argv.includes('--quick');
+/** --items: only these measurements (and load when named). */
+const items = process.argv.includes('--items') ? process.argv[process.argv.indexOf('--items') + 1].split(',') : undefined;
+const withItems = (plan: BenchPlan): BenchPlan => (items ? { ...plan, only: items.filter((item) => item !== 'load') as BenchItem[] } : plan);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** One folder of model folders: the synthetic ones, and links to the shared ones (served as /models/ to the page). */
 const modelsRoot = path.join(root, '.cache/bench-models');
@@ -55,11 +60,11 @@ const SYNTHETIC_MODELS: BenchModel[] = [
 
 const PLANS = {
   shared: quick
-    ? { steps: 16, repeats: 1, batchRows: [1, 2, 4, 8], capturePrompts: 8, generateTokens: 16 }
-    : { steps: 128, repeats: 5, batchRows: [1, 2, 4, 8], capturePrompts: 32, generateTokens: 64 },
-  synthetic: { steps: 32, repeats: 5, batchRows: [1, 2, 4, 8], capturePrompts: 16, generateTokens: 32 },
+    ? { steps: 16, repeats: 1, batchRows: [1, 2, 4, 8], capturePrompts: 8, generateTokens: 16, scoringExamples: 8 }
+    : { steps: 128, repeats: 5, batchRows: [1, 2, 4, 8], capturePrompts: 32, generateTokens: 64, scoringExamples: 16 },
+  synthetic: { steps: 32, repeats: 5, batchRows: [1, 2, 4, 8], capturePrompts: 16, generateTokens: 32, scoringExamples: 8 },
   // The software WebGPU adapter is tens of times slower than WASM: fewer steps, fewer rounds.
-  webgpuShared: { steps: 32, repeats: 3, batchRows: [1, 2, 4, 8], capturePrompts: 8, generateTokens: 16 },
+  webgpuShared: { steps: 32, repeats: 3, batchRows: [1, 2, 4, 8], capturePrompts: 8, generateTokens: 16, scoringExamples: 8 },
   // A 135M model takes seconds per token there: only the steering overhead, over two steps.
   webgpuSynthetic: { steps: 2, repeats: 1, batchRows: [1], capturePrompts: 0, generateTokens: 0, only: [] },
 } satisfies Record<string, BenchPlan>;
@@ -188,15 +193,15 @@ async function nodeTransformers() {
 async function benchModelNode(model: BenchModel, plan: BenchPlan) {
   const child = (mode: string) =>
     JSON.parse(execFileSync(process.execPath, [...process.execArgv, process.argv[1], '--child', mode, model.folder], { encoding: 'utf8', maxBuffer: 1 << 30 }).trim().split('\n').pop()!);
-  const load = { plain: child('plain'), instrumented: child('instrumented') };
+  const load = !items || items.includes('load') ? { plain: child('plain'), instrumented: child('instrumented') } : undefined;
 
   const { bytes, readExternal, file, config } = readGraph(model);
   const { original, instrumented, analysis } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config);
   // Created after the engine's sessions, so ONNX Runtime is already set up the engine's way.
   const options: TransformersModelOptions = { dtype: model.dtype, device: 'auto', executionProviders: ['wasm'], externalData: model.externalData };
-  const transformers = await transformersGenerator(await nodeTransformers(), model.folder, options);
+  const transformers = !plan.only || plan.only.includes('againstTransformersJs') ? await transformersGenerator(await nodeTransformers(), model.folder, options) : undefined;
   const measurements = await measureModel(original, instrumented, plan, transformers);
-  await transformers.dispose();
+  await transformers?.dispose();
   await original.dispose();
   await instrumented.dispose();
   return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements };
@@ -218,24 +223,26 @@ const verdict = (ok: boolean | undefined) => (ok === undefined ? '' : ok ? 'met'
 function printTable(results: ModelResult[], machine: string) {
   const lines: string[] = [];
   lines.push(`\nTiller bench (${quick ? 'quick' : 'full'}), ${machine}; medians of interleaved rounds`);
-  lines.push('| model | backend | 1. steered / plain tok/s (≥ 0.97) | 2. Tiller / Transformers.js tok/s (≥ 1.1), same tokens | 3. 4 rows / 1 row time (≤ 1.6); k=2, 8 | 4. capture batched / single prompts/s |');
-  lines.push('|---|---|---|---|---|---|');
+  lines.push('| model | backend | 1. steered / plain tok/s (≥ 0.97) | 2. Tiller / Transformers.js tok/s (≥ 1.1), same tokens | 3. 4 rows / 1 row time (≤ 1.6); k=2, 8 | 4. capture batched / single prompts/s | 6. steerability / extraction s (≤ 3×) |');
+  lines.push('|---|---|---|---|---|---|---|');
   for (const result of results) {
     for (const [backend, entry] of Object.entries(result.backends) as [Backend, ModelResult['backends'][Backend]][]) {
       if (!entry) continue;
       if ('skipped' in entry) {
-        lines.push(`| ${result.model} | ${backend} | skipped: ${entry.skipped} | | | |`);
+        lines.push(`| ${result.model} | ${backend} | skipped: ${entry.skipped} | | | | |`);
         continue;
       }
       const s = entry.steering;
       const t = entry.againstTransformersJs;
       const b = entry.batchedStrengths;
       const c = entry.capture;
+      const r = entry.steerability;
       const others = b?.rows.filter((r) => r.rows !== 1 && r.rows !== 4).map((r) => `k=${r.rows} ${fmt(r.timeVsOneRow)}×`).join(', ');
-      lines.push(`| ${result.model} | ${backend} | ${fmt(s.tokensPerSecond.instrumentedSteered, 1)} / ${fmt(s.tokensPerSecond.unmodified, 1)} = **${fmt(s.ratio, 3)}** ${verdict(s.ratio >= TARGETS.steeringOverhead)} | ` +
+      lines.push(`| ${result.model} | ${backend} | ${s ? `${fmt(s.tokensPerSecond.instrumentedSteered, 1)} / ${fmt(s.tokensPerSecond.unmodified, 1)} = **${fmt(s.ratio, 3)}** ${verdict(s.ratio >= TARGETS.steeringOverhead)}` : '—'} | ` +
         (t ? `${fmt(t.tokensPerSecond.tiller, 1)} / ${fmt(t.tokensPerSecond.transformersJs, 1)} = **${fmt(t.ratio)}** ${verdict(t.ratio >= TARGETS.againstTransformersJs)}, ${t.sameTokens ? 'same tokens' : `tokens differ from #${t.firstDifference}`}` : '—') +
         (b?.fourRowsTimeVsOne === undefined ? ' | — ' : ` | **${fmt(b.fourRowsTimeVsOne)}×** ${verdict(b.fourRowsTimeVsOne <= TARGETS.fourRowsTime)}; ${others} `) +
-        (c ? `| ${fmt(c.batched, 1)} / ${fmt(c.single, 1)} = ${fmt(c.ratio)}× |` : '| — |'));
+        (c ? `| ${fmt(c.batched, 1)} / ${fmt(c.single, 1)} = ${fmt(c.ratio)}× ` : '| — ') +
+        (r ? `| ${fmt(r.steerabilitySeconds)} / ${fmt(r.extractionSeconds)} = **${fmt(r.ratio, 1)}×** ${verdict(r.ratio <= TARGETS.steerabilityVsExtraction)} (${r.scoredLayers} layers, ${r.examplesPerSide}+${r.examplesPerSide} examples) |` : '| — |'));
     }
   }
   lines.push('\n2. where a generated token\'s time goes, ms: inside session.run / in the loop around it (Tiller | Transformers.js)');
@@ -281,7 +288,7 @@ async function main() {
   const results: ModelResult[] = models.map((model) => ({ model: model.folder, description: model.description, backends: {} }));
   for (const [index, model] of models.entries()) {
     if (!runs('node-wasm')) continue;
-    const plan = model.synthetic ? PLANS.synthetic : PLANS.shared;
+    const plan = withItems(model.synthetic ? PLANS.synthetic : PLANS.shared);
     console.error(`node-wasm: ${model.folder}…`);
     const { load, ...measured } = await benchModelNode(model, plan);
     Object.assign(results[index], { backends: { 'node-wasm': measured }, load });
@@ -298,9 +305,9 @@ async function main() {
     const requests = models.flatMap((model) => browserBackends.map((backend) => ({
       model,
       backend,
-      plan: backend === 'webgpu'
+      plan: withItems(backend === 'webgpu'
         ? (model.synthetic ? PLANS.webgpuSynthetic : PLANS.webgpuShared)
-        : { ...(model.synthetic ? PLANS.synthetic : PLANS.shared), warmupSeconds: 20 },
+        : { ...(model.synthetic ? PLANS.synthetic : PLANS.shared), warmupSeconds: 20 }),
     })));
     // Imported here only: Vite and Playwright would otherwise weigh on the load children's peak RSS.
     const { runInChromium } = await import('./bench-chromium.ts');

@@ -22,6 +22,7 @@ import type { ModelInfo, SteerableModel } from './model/steerable-model.ts';
 import type { ChatMessage } from './model/tokenizer.ts';
 import { type VectorFile, vectorFileFromExtraction } from './directions/vector-file.ts';
 import { type DiffRequest, type DiffStage, diffModels, loadFineTune, vectorFileFromDiff } from './directions/model-diff.ts';
+import { type CoherentRange, type ScoredDirection, type ScoringExamples, coherentRange } from './directions/steerability.ts';
 
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
@@ -90,6 +91,9 @@ export interface TillerEngine {
   projectTokens(jobId: string, request: ProjectTokensRequest): Promise<TokenProjection[]>;
   /** The tokens whose logits a direction raises and lowers most, through the final norm and LM head. */
   logitLens(jobId: string, direction: ArrayLike<number>, top?: number): Promise<LogitLens>;
+  /** The coherent strength range at one layer of the last direction computed (its examples stay in memory):
+   *  `promptSetHash` names that extraction; another one is refused. */
+  coherentRange(jobId: string, request: { promptSetHash: string; direction: ScoredDirection }): Promise<CoherentRange>;
   /** Trait and coherence of short continuations over layers × strengths. */
   strengthMap(jobId: string, request: StrengthMapRequest, onProgress?: (done: number, total: number) => void): Promise<StrengthMapCell[]>;
   /** Loads a second model beside the loaded base (same architecture, both within memory, else refused saying why);
@@ -160,6 +164,8 @@ export function createEngine(): TillerEngine {
         throw await recoverFrom(error, signal);
       }
     });
+  // The last extraction's scored examples, for the coherent range at layers other than the recommended one.
+  let lastScoring: { promptSetHash: string; examples: ScoringExamples; unsteeredPerplexity: number } | undefined;
   let lastCacheError: string | undefined;
   let currentUrlPrefix: string | undefined;
   /** Files the current load took from the cache: if the model then fails to load, they are dropped and fetched again. */
@@ -198,6 +204,7 @@ export function createEngine(): TillerEngine {
     fineTune = undefined;
     model = loadedNow;
     lastLoad = request;
+    lastScoring = undefined;
     await previousFineTune?.dispose().catch(() => undefined);
     await previous?.dispose().catch(() => undefined);
     // Where the model's files live in the cache, so that "clear old models" can keep them.
@@ -246,6 +253,10 @@ export function createEngine(): TillerEngine {
             throw error;
           });
         if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
+        const scores = extraction.steerability;
+        lastScoring = extraction.scoringExamples && scores && !scores.problem
+          ? { promptSetHash: extraction.promptSetHash, examples: extraction.scoringExamples, unsteeredPerplexity: scores.unsteeredPerplexity }
+          : undefined;
         return vectorFileFromExtraction(extraction, current.info, request.preset);
       }),
 
@@ -262,6 +273,14 @@ export function createEngine(): TillerEngine {
       withModelJob(jobId, () => ('text' in request ? textProjections(loaded(), request) : tokenProjections(loaded(), request))),
 
     logitLens: (jobId, direction, top) => withModelJob(jobId, () => directionLogitLens(loaded(), direction, top)),
+
+    coherentRange: (jobId, request) =>
+      withModelJob(jobId, (signal) => {
+        if (!lastScoring || lastScoring.promptSetHash !== request.promptSetHash) {
+          throw new Error('the examples this direction was scored on are no longer in memory: compute the direction again to measure other layers');
+        }
+        return coherentRange(loaded(), request.direction, lastScoring.examples, { unsteeredPerplexity: lastScoring.unsteeredPerplexity }, { signal });
+      }),
 
     strengthMap: (jobId, request, onProgress) => withModelJob(jobId, (signal) => strengthMap(loaded(), request, { onProgress, signal })),
 

@@ -59,3 +59,10 @@ export function steeredColumns(settings: SteeringChoice, file: VectorFile | unde
     row: add(s),
   }));
 }
+
+/** The strength the lesson and presenter mode demonstrate with: the edge of the coherent range the direction
+ *  was measured to keep (perplexity within 1.5×), or 0.3 for files without one (0.05 where even that garbles). */
+export function demoStrength(file: VectorFile | undefined): number {
+  const measured = file?.directions.find((d) => d.coherentStrength !== undefined)?.coherentStrength;
+  return measured === undefined ? 0.3 : Math.max(0.05, measured);
+}

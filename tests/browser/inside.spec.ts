@@ -7,11 +7,13 @@ import { finishedRuns, generations, loadLocalModel } from '../support/playground
 const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
 
 async function loadAndCompute(page: Page, model: string, layers: number) {
+  test.setTimeout(720_000);
   await page.setViewportSize({ width: 1400, height: 1000 });
   await page.goto('/');
   await loadLocalModel(page, model, 'wasm', layers);
   await page.getByRole('button', { name: 'Compute direction' }).click();
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
+  // Answers (chat presets), hidden states, then the steerability pass.
+  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 240_000 });
 }
 
 async function generateAndWait(page: Page, after: number) {
@@ -112,7 +114,7 @@ test('builder fp16 (chat, fused graph): two directions on the 2-D pad, and the v
   await choice.selectOption(options[0]);
   await second.getByRole('button', { name: 'Compute it' }).click();
   const pad = page.getByTestId('strength-pad');
-  await expect(pad).toBeVisible({ timeout: 120_000 });
+  await expect(pad).toBeVisible({ timeout: 300_000 }); // answers, hidden states and the steerability pass
   await page.getByLabel('Max new tokens').fill('8');
   const runs = await finishedRuns(page);
   await page.getByRole('button', { name: 'Generate' }).click();

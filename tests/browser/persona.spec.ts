@@ -17,9 +17,10 @@ async function loadStories(page: Page) {
 }
 
 const storageKeys = (page: Page) => page.evaluate(() => Object.keys(localStorage).sort());
-const bar = (page: Page, layer: number) => page.getByRole('button', { name: new RegExp(`^Layer ${layer}: separation`) });
+const bar = (page: Page, layer: number) => page.getByRole('button', { name: new RegExp(`^Layer ${layer}: steerability`) });
 
 test('persona panel: preset for the model, custom prompts, compute, choose a layer, restore', async ({ page }) => {
+  test.setTimeout(360_000); // three loads and a direction with its steerability pass
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto('/');
@@ -51,8 +52,8 @@ test('persona panel: preset for the model, custom prompts, compute, choose a lay
   await expect(page.getByRole('button', { name: /\(recommended\)$/ })).toBeVisible({ timeout: 60_000 });
   const recommended = page.getByRole('button', { name: /\(recommended\)$/ });
   await expect(recommended).toHaveAttribute('aria-pressed', 'true');
-  await expect(page.getByText("How well each layer's direction separates held-out examples")).toBeVisible();
-  await expect(page.getByRole('button', { name: /^Layer \d+: separation d′ [-\d.]+, AUROC [\d.]+/ })).toHaveCount(5);
+  await expect(page.getByText('how much steering at each layer moves the examples (steerability)')).toBeVisible();
+  await expect(page.getByRole('button', { name: /^Layer \d+: steerability .* separation d′ [-\d.]+, AUROC [\d.]+/ })).toHaveCount(5);
   expect(await storageKeys(page)).toContain(VECTOR_KEY);
 
   await bar(page, 0).click();

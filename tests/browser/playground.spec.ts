@@ -157,6 +157,11 @@ test('presenter mode shows only the strength and the two columns, in large type;
   await expect(strength).toBeVisible();
   await expect(page.getByTestId('strength-value')).toBeVisible();
   await expect(page.getByTestId('strength-value')).toContainText('+0.30 relative');
+  // The coherent range and the buttons that jump to its edges stay on screen for the room.
+  await expect(page.getByTestId('coherent-range')).toHaveText(/^coherent up to ±0\.\d\d here$/);
+  const edge = /±([\d.]+)/.exec((await page.getByTestId('coherent-range').textContent())!)![1];
+  await expect(page.getByRole('button', { name: `+${edge}`, exact: true })).toBeVisible();
+  await expect(page.getByRole('button', { name: `−${edge}`, exact: true })).toBeVisible();
   for (const key of ['baseline', 'steered']) {
     await expect(page.getByTestId(`column-${key}`)).toBeVisible();
     const size = await page.getByTestId(`output-${key}`).evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
@@ -225,7 +230,9 @@ test('the guided lesson walks from a direction to steering and monitoring on the
   await expect(page.getByTestId('lesson-done')).toBeVisible();
   await next.click();
   await expect(heading).toContainText('Add it');
-  await expect(strength).toHaveValue('0.3');
+  // The lesson steers at the edge of the coherent range measured for this direction.
+  const edge = Number(/±([\d.]+)/.exec((await page.getByTestId('coherent-range').textContent())!)![1]);
+  await expect(strength).toHaveValue(String(edge));
   await page.getByLabel('Max new tokens').fill('16');
   const before = await finishedRuns(page);
   await page.getByRole('button', { name: 'Generate', exact: true }).click();
@@ -236,9 +243,9 @@ test('the guided lesson walks from a direction to steering and monitoring on the
   const runs = await finishedRuns(page);
   await next.click();
   await expect(heading).toContainText('Subtract it');
-  await expect(strength).toHaveValue('-0.3');
+  await expect(strength).toHaveValue(String(-edge));
   await nextRun(page, runs); // live since the first Generate: the new strength restarts the columns
-  await expect(page.getByTestId('column-steered')).toContainText('-0.3');
+  await expect(page.getByTestId('column-steered')).toContainText(String(-edge));
   await next.click();
   // stories260K-sad-dogs-hf is served beside it: the lesson gains its optional model-diffing step.
   await expect(heading).toContainText('step 6 of 7: Monitor it');

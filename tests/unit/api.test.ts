@@ -71,7 +71,20 @@ describe('the engine API the worker exposes', () => {
     const file = await engine.extract('extract', { set: contrastiveSetOf(presetById('happy-sad-stories')), preset: 'happy-sad-stories' },
       (stage, done, total) => stages.push(`${stage} ${done}/${total}`));
     expect(file).toMatchObject({ format: 'tiller.vector', preset: 'happy-sad-stories', hiddenSize: 64, recommendedLayer: 3 });
-    expect(stages.at(-1)).toBe('capturing 32/32');
+    expect(stages).toContain('capturing 32/32');
+    expect(stages.at(-1)).toMatch(/^scoring (\d+)\/\1$/); // then what steering does at each layer, to the end
+    expect(file.directions[3].coherentStrength).toBeGreaterThan(0);
+    // Another layer's coherent range, on the examples the engine kept; a direction it did not compute is refused.
+    const at = (layer: number, promptSetHash = file.promptSetHash!) => {
+      const d = file.directions[layer];
+      return engine.coherentRange('coherent', { promptSetHash, direction: { layer, direction: d.vector, norm: d.norm, meanResidualNorm: d.meanResidualNorm } });
+    };
+    const again = await at(3);
+    expect(again.strength).toBe(file.directions[3].coherentStrength);
+    const first = await at(0);
+    expect(first.layer).toBe(0);
+    expect(first.tried.length).toBeGreaterThan(2);
+    await expect(at(0, 'f'.repeat(64))).rejects.toThrow(/compute the direction again/);
     const direction = file.directions[file.recommendedLayer!];
     const vector = scaledDirection(direction.vector, multiplierFor(-0.25, { norm: direction.norm, meanResidualNorm: direction.meanResidualNorm! }));
     const [plain, sad] = await engine.nextTokens('next', { prompt: 'Lily was very', rows: [[], [{ layer: direction.layer, vector }]], top: 3 });

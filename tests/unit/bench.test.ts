@@ -29,6 +29,8 @@ it('npm run bench -- --quick runs and writes its JSON report', async () => {
     expect(node.againstTransformersJs.sameTokens).toBe(true);
     expect(node.batchedStrengths.rows.map((r: { rows: number }) => r.rows)).toEqual([1, 2, 4, 8]);
     expect(node.capture.batched).toBeGreaterThan(0);
+    expect(node.steerability.steerabilitySeconds).toBeGreaterThan(0);
+    expect(node.steerability.extractionSeconds).toBeGreaterThan(0);
     expect(result.load.instrumented.handedMb).toBeGreaterThan(0);
   }
 });

@@ -266,12 +266,16 @@ describe('tiller extract and next', () => {
   it('extracts happy − sad, prints the per-layer table and recommendation, and the files steer generate and next', async () => {
     const json = path.join(tmp, 'happy.json');
     const { stdout } = await ok(['extract', stories, '--preset', 'happy-sad-stories', '--out', json]);
-    expect(stdout).toMatch(/layer\s+‖direction‖\s+residual norm\s+AUROC\s+separation/);
+    expect(stdout).toMatch(/layer\s+‖direction‖\s+residual norm\s+AUROC\s+separation \(d′\)\s+steerability \(±0.25\)\s+perplexity ×/);
+    expect(stdout).toMatch(/coherent up to ±0\.\d+ at layer \d/);
     const recommended = Number(/recommended layer (\d+); wrote/.exec(stdout)![1]);
     expect(stdout).toMatch(new RegExp(`\\n\\s+${recommended} .*← recommended`));
     const file = JSON.parse(await readFile(json, 'utf8'));
     expect(file).toMatchObject({ format: 'tiller.vector', model: { id: 'stories260K-hf' }, method: 'mean', mode: 'mean', preset: 'happy-sad-stories', recommendedLayer: recommended });
     expect(file.directions).toHaveLength(5);
+    expect(file.steerability).toMatchObject({ strength: 0.25 });
+    expect(file.directions.every((d: { steerability: number }) => Number.isFinite(d.steerability))).toBe(true);
+    expect(file.directions[recommended].coherentStrength).toBeGreaterThan(0);
 
     const story = ['generate', stories, '--prompt', 'Lily was very', '--max-new-tokens', '20'];
     const plain = await ok(story);

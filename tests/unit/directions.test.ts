@@ -117,6 +117,15 @@ describe('scores and the layer choice', () => {
     expect(recommendLayer([0, 1, 2, 3, 4, 5, 6].map((layer) => ({ layer, separation: 10 - 0.1 * Math.abs(layer - 6) })))).toBe(3);
     expect(recommendLayer([{ layer: 0, separation: 1 }, { layer: 1, separation: 5 }, { layer: 2, separation: 2 }])).toBe(1);
   });
+
+  it('follows steerability where scored, separation staying beside it (the issue\'s held-out table)', () => {
+    const separation = [0.8, 0.5, 1.09, 1.74, 2.28].map((d, layer) => ({ layer, separation: d }));
+    expect(recommendLayer(separation)).toBe(4);
+    const steerability = [-0.09, 1.42, 2.26, 2.92, 0.23].map((s, layer) => ({ layer, steerability: s }));
+    expect(recommendLayer(separation, steerability)).toBe(3);
+    // Near-ties (within 10 %) go to the middle; a coarse pass scores only some layers.
+    expect(recommendLayer(separation, [{ layer: 0, steerability: 1 }, { layer: 2, steerability: 0.95 }, { layer: 4, steerability: 0.5 }])).toBe(2);
+  });
 });
 
 describe('persona sets on a chat model (answer tokens only)', () => {
@@ -136,7 +145,9 @@ describe('persona sets on a chat model (answer tokens only)', () => {
     const stages = new Set<string>();
     const result = await extractDirections(model, set, { answersPerQuestion: 2, answerTokens: 6 }, { onProgress: (stage) => stages.add(stage) });
     expect(result.mode).toBe('answer');
-    expect([...stages]).toEqual(['answering', 'capturing']);
+    expect([...stages]).toEqual(['answering', 'capturing', 'scoring']);
+    // The answers are scored under the bare question: every layer of this random model, or a reason it cannot be.
+    expect(result.steerability!.layers.length === 2 || /too alike|too few/.test(result.steerability!.problem ?? '')).toBe(true);
     expect(result.positiveCount).toBe(result.negativeCount);
     expect(result.layers).toHaveLength(2);
     expect(result.layers.every((l) => Number.isFinite(l.norm) && l.meanResidualNorm > 0)).toBe(true);

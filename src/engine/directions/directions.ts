@@ -109,14 +109,21 @@ function fit(method: DirectionMethod, pos: Float32Array[], neg: Float32Array[]):
 }
 
 /**
- * The layer to steer: the best held-out separation, and among layers within 10 % of it, the one
- * nearest the middle of the stack (middle layers steer best; the last ones barely respond).
+ * The layer to steer. With steerability scores (what steering there does to the examples), the most
+ * steerable scored layer; without them, the best held-out separation (late layers separate best but often
+ * barely steer). Either way, among layers within 10 % of the best, the one nearest the middle of the stack.
  */
-export function recommendLayer(layers: Pick<LayerDirection, 'layer' | 'separation'>[]): number {
-  const best = Math.max(...layers.map((l) => l.separation));
+export function recommendLayer(
+  layers: Pick<LayerDirection, 'layer' | 'separation'>[],
+  steerability?: { layer: number; steerability: number }[],
+): number {
+  const candidates = steerability && steerability.length > 0
+    ? steerability.map((l) => ({ layer: l.layer, score: l.steerability }))
+    : layers.map((l) => ({ layer: l.layer, score: l.separation }));
+  const best = Math.max(...candidates.map((l) => l.score));
   const middle = (layers.length - 1) / 2;
-  const nearTies = layers.filter((l) => l.separation >= best - 0.1 * Math.abs(best));
-  nearTies.sort((a, b) => Math.abs(a.layer - middle) - Math.abs(b.layer - middle) || b.separation - a.separation);
+  const nearTies = candidates.filter((l) => l.score >= best - 0.1 * Math.abs(best));
+  nearTies.sort((a, b) => Math.abs(a.layer - middle) - Math.abs(b.layer - middle) || b.score - a.score);
   return nearTies[0].layer;
 }
 

@@ -4,11 +4,14 @@
  * prompt that elicits the trait and one that suppresses it; the model answers (a few sampled answers per
  * question) and the residual is averaged over the answer tokens only.
  */
-import { type DirectionMethod, type DirectionSet, fitDirections } from './directions.ts';
+import { type DirectionMethod, type DirectionSet, fitDirections, recommendLayer } from './directions.ts';
 import { generate } from '../generation/generate.ts';
 import { type CaptureResult, captureHiddenStates } from './hidden-states.ts';
 import type { SteerableModel } from '../model/steerable-model.ts';
 import type { ChatMessage } from '../model/tokenizer.ts';
+import {
+  type CoherentRange, type ScoringExample, type ScoringExamples, type SteerabilityOptions, type SteerabilityResult, coherentRange, scoreSteerability,
+} from './steerability.ts';
 
 export type ContrastiveSet =
   | { kind: 'texts'; positive: string[]; negative: string[] }
@@ -28,9 +31,11 @@ export interface ExtractOptions {
   temperature?: number;
   seed?: number;
   batchSize?: number;
+  /** The steerability score after fitting (default on, with its defaults); false skips it. */
+  steerability?: SteerabilityOptions | false;
 }
 
-export type ExtractStage = 'answering' | 'capturing';
+export type ExtractStage = 'answering' | 'capturing' | 'scoring';
 
 export interface ExtractControls {
   onProgress?: (stage: ExtractStage, done: number, total: number) => void;
@@ -43,6 +48,12 @@ export interface Extraction extends DirectionSet {
   promptSetHash: string;
   /** A few of the answers the model gave, per side, for people to read (answer mode). */
   sampleAnswers?: { positive: string[]; negative: string[] };
+  /** What steering each layer does to the examples (absent when skipped). */
+  steerability?: SteerabilityResult;
+  /** The strengths that keep the examples coherent at the recommended layer (absent when unscored). */
+  coherent?: CoherentRange;
+  /** The examples steering was scored on (token ids), for the coherent range at other layers. */
+  scoringExamples?: ScoringExamples;
 }
 
 interface Example {
@@ -64,6 +75,7 @@ export async function extractDirections(
 
   let positive: Example[];
   let negative: Example[];
+  let scoring: ScoringExamples | string;
   let sampleAnswers: Extraction['sampleAnswers'];
   if (set.kind === 'texts') {
     if (mode === 'answer') throw new Error('answer mode needs a chat (persona) set: raw texts have no answers; use mean or last');
@@ -75,6 +87,7 @@ export async function extractDirections(
     };
     positive = set.positive.map(example);
     negative = set.negative.map(example);
+    scoring = textScoringExamples(positive.map((e) => e.ids), negative.map((e) => e.ids));
   } else {
     if (!tokenizer.hasChatTemplate) {
       throw new Error(`${model.id} has no chat template, and persona sets ask questions under system prompts: use a chat (instruct) model, or a base-model preset`);
@@ -89,10 +102,17 @@ export async function extractDirections(
     if (mode === 'answer') {
       const answered = await answerAll(model, positivePrompts, negativePrompts, options, controls);
       [positive, negative, sampleAnswers] = [answered.positive, answered.negative, answered.samples];
+      // The answers scored under the bare question: does steering make the model answer like the persona?
+      const questions = set.questions.map((question) => tokenizer.encode(
+        tokenizer.applyChatTemplate([{ role: 'user', content: question }], { addGenerationPrompt: true }), { addSpecialTokens: false },
+      ));
+      const answerOf = (e: Example & { question: number }): ScoringExample => ({ context: questions[e.question], continuation: e.ids.slice(e.range[0], e.range[1]) });
+      scoring = { positive: answered.positive.map(answerOf), negative: answered.negative.map(answerOf) };
     } else {
       const example = (ids: number[]): Example => ({ ids, range: [0, ids.length] });
       positive = positivePrompts.map(example);
       negative = negativePrompts.map(example);
+      scoring = 'prompt-only persona directions have no answers to score steering on: use answer mode';
     }
   }
 
@@ -108,7 +128,42 @@ export async function extractDirections(
   const positiveStates = await capture(positive, 0);
   const negativeStates = await capture(negative, positive.length);
   const fitted = fitDirections(positiveStates, negativeStates, { method: options.method });
-  return { ...fitted, mode, promptSetHash: await hashSet(set), sampleAnswers };
+  const extraction: Extraction = { ...fitted, mode, promptSetHash: await hashSet(set), sampleAnswers };
+  if (options.steerability === false) return extraction;
+  if (typeof scoring === 'string') {
+    extraction.steerability = { strength: options.steerability?.strength ?? 0.25, layers: [], unsteeredPerplexity: NaN, problem: scoring, milliseconds: 0 };
+    return extraction;
+  }
+  extraction.scoringExamples = scoring;
+  const progress = (done: number, total: number) => controls.onProgress?.('scoring', done, total);
+  // Persona answers are long and chat vocabularies large: fewer of them keep the pass near the answering's cost.
+  const scoringOptions = { maxExamples: set.kind === 'persona' ? 8 : undefined, ...options.steerability };
+  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, scoringOptions, { signal: controls.signal, onProgress: progress });
+  if (extraction.steerability.problem) return extraction;
+  extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
+  const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
+  extraction.coherent = await coherentRange(model, recommended, scoring, {
+    logitsBudget: scoringOptions.logitsBudget, maxExamples: scoringOptions.maxExamples, unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
+  }, { signal: controls.signal });
+  return extraction;
+}
+
+/**
+ * Text examples to score: the whole text after its first token, or, where the sets are pairs that start
+ * alike ("Lily was very happy" / "Lily was very sad"), only the part after the shared start.
+ */
+export function textScoringExamples(positive: number[][], negative: number[][]): ScoringExamples {
+  const paired = positive.length === negative.length;
+  const split = (ids: number[], other: number[] | undefined): ScoringExample => {
+    let shared = 0;
+    if (other) while (shared < Math.min(ids.length, other.length) - 1 && ids[shared] === other[shared]) shared++;
+    const start = Math.max(1, shared);
+    return { context: ids.slice(0, start), continuation: ids.slice(start) };
+  };
+  return {
+    positive: positive.map((ids, i) => split(ids, paired ? negative[i] : undefined)),
+    negative: negative.map((ids, i) => split(ids, paired ? positive[i] : undefined)),
+  };
 }
 
 /** Sampled answers under both system prompts, kept as pairs (same question, same sample) with both answers non-empty. */
@@ -130,8 +185,8 @@ async function answerAll(
     }, { signal: controls.signal });
     return result.rows;
   };
-  const positive: Example[] = [];
-  const negative: Example[] = [];
+  const positive: (Example & { question: number })[] = [];
+  const negative: (Example & { question: number })[] = [];
   const samples = { positive: [] as string[], negative: [] as string[] };
   const total = positivePrompts.length * 2;
   for (let q = 0; q < positivePrompts.length; q++) {
@@ -143,9 +198,10 @@ async function answerAll(
     for (let k = 0; k < perQuestion; k++) {
       const [p, n] = [positiveAnswers[k], negativeAnswers[k]];
       if (p.tokenIds.length === 0 || n.tokenIds.length === 0) continue;
-      const example = (prompt: number[], answerIds: number[]): Example => ({
+      const example = (prompt: number[], answerIds: number[]) => ({
         ids: [...prompt, ...answerIds],
-        range: [prompt.length, prompt.length + answerIds.length],
+        range: [prompt.length, prompt.length + answerIds.length] as [number, number],
+        question: q,
       });
       positive.push(example(positivePrompts[q], p.tokenIds));
       negative.push(example(negativePrompts[q], n.tokenIds));

@@ -19,6 +19,12 @@ export interface VectorDirection {
   separation?: number;
   /** The contrastive examples' projections on the unit direction (fitted and held out), when extracted. */
   projections?: ExampleProjections;
+  /** What steering here does (directions/steerability.ts): nats per token of positive over negative, +s vs −s. */
+  steerability?: number;
+  /** The examples' perplexity under ±s over unsteered, the worse of the two. */
+  perplexityRatio?: number;
+  /** Largest relative strength that keeps the examples' perplexity within 1.5× (where it was measured). */
+  coherentStrength?: number;
 }
 
 export interface VectorFile {
@@ -35,6 +41,8 @@ export interface VectorFile {
   recommendedLayer?: number;
   /** Model diffing: the fine-tune's mean residual minus the base's (`model`) over `prompts` neutral prompts. */
   diff?: { base: { id: string; revision?: string }; fineTune: { id: string; revision?: string }; prompts: number };
+  /** How the steerability scores were measured, or why they could not be. */
+  steerability?: { strength: number; unsteeredPerplexity?: number; milliseconds?: number; problem?: string };
   directions: VectorDirection[];
 }
 
@@ -45,6 +53,7 @@ export function vectorFileFromExtraction(
   model: { id: string; revision?: string; hiddenSize: number },
   preset?: string,
 ): VectorFile {
+  const scores = extraction.steerability;
   return {
     format: 'tiller.vector',
     version: 1,
@@ -56,9 +65,21 @@ export function vectorFileFromExtraction(
     promptSetHash: extraction.promptSetHash,
     created: new Date().toISOString(),
     recommendedLayer: extraction.recommendedLayer,
-    directions: extraction.layers.map(({ layer, direction, norm, meanResidualNorm, auroc, separation, projections }) => ({
-      layer, vector: direction, norm, meanResidualNorm, auroc, separation, projections,
-    })),
+    steerability: scores && {
+      strength: scores.strength,
+      unsteeredPerplexity: Number.isFinite(scores.unsteeredPerplexity) ? scores.unsteeredPerplexity : undefined,
+      milliseconds: scores.milliseconds,
+      problem: scores.problem,
+    },
+    directions: extraction.layers.map(({ layer, direction, norm, meanResidualNorm, auroc, separation, projections }) => {
+      const scored = scores?.layers.find((l) => l.layer === layer);
+      return {
+        layer, vector: direction, norm, meanResidualNorm, auroc, separation, projections,
+        steerability: scored?.steerability,
+        perplexityRatio: scored && Math.max(scored.perplexityRatio.positive, scored.perplexityRatio.negative),
+        coherentStrength: extraction.coherent?.layer === layer ? extraction.coherent.strength : undefined,
+      };
+    }),
   };
 }
 
@@ -132,6 +153,11 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
       if (!isNumber(value) || (positive && (value as number) <= 0)) fail(at(field), positive ? 'must be a positive number' : 'must be a number');
       return value as number;
     };
+    const optionalStrength = (value: unknown, field: string) => {
+      if (value === undefined) return undefined;
+      if (!isNumber(value) || (value as number) < 0 || (value as number) > 1) fail(field, 'must be a relative strength from 0 to 1');
+      return value as number;
+    };
     const projections = entry.projections;
     if (projections !== undefined) {
       const lists = ['positive', 'negative', 'heldOutPositive', 'heldOutNegative'];
@@ -146,12 +172,18 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
       auroc: number('auroc', false),
       separation: number('separation', false),
       projections: projections as ExampleProjections | undefined,
+      steerability: number('steerability', false),
+      perplexityRatio: number('perplexityRatio', true),
+      coherentStrength: optionalStrength(entry.coherentStrength, at('coherentStrength')),
     };
   });
   const diff = optional<VectorFile['diff']>('diff', (v) => {
     const named = (m: unknown) => isObject(m) && typeof m.id === 'string' && m.id !== '' && (m.revision === undefined || isString(m.revision));
     return isObject(v) && named(v.base) && named(v.fineTune) && Number.isInteger(v.prompts);
   }, 'must name the base and the fine-tune ({ base: { id }, fineTune: { id }, prompts })');
+  const steerability = optional<VectorFile['steerability']>('steerability', (v) => isObject(v) && isNumber(v.strength)
+    && ['unsteeredPerplexity', 'milliseconds'].every((field) => v[field] === undefined || isNumber(v[field]))
+    && (v.problem === undefined || isString(v.problem)), 'must be an object with a numeric "strength" (and optional unsteeredPerplexity, milliseconds, problem)');
   const recommendedLayer = optional<number>('recommendedLayer', (v) => Number.isInteger(v) && layersSeen.has(v as number), 'must be one of the layers in "directions"');
   return {
     format: 'tiller.vector',
@@ -165,6 +197,9 @@ export function parseVectorFile(text: string, fileName = 'vector file'): VectorF
     created: optional('created', isString, 'must be a date string'),
     recommendedLayer,
     diff,
+    steerability: steerability && {
+      strength: steerability.strength, unsteeredPerplexity: steerability.unsteeredPerplexity, milliseconds: steerability.milliseconds, problem: steerability.problem,
+    },
     directions,
   };
 }

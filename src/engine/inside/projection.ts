@@ -19,6 +19,9 @@ export interface ProjectionRequest {
   steering?: SteeringRow;
   /** Whether the context was steered too (default true), as with generate's steerPrompt. */
   steerContext?: boolean;
+  /** Project the residual minus what the steering added at this layer: the model's own state, not our input
+   *  (the measured tokens are always steered, so the added vectors' component comes off every one). */
+  withoutAdded?: boolean;
 }
 
 export interface TokenProjection {
@@ -50,12 +53,15 @@ export async function tokenProjections(model: SteerableModel, request: Projectio
     const all = await model.forward({ tokens: [[...contextIds, ...tokenIds]], steering, logits: 'none', hiddenLayers: [layer] });
     hidden = all.hidden.get(layer)!.subarray(contextIds.length * unit.length);
   }
+  const added = request.withoutAdded
+    ? (request.steering ?? []).filter((op) => op.layer === layer && (op.operation ?? 'add') === 'add').reduce((sum, op) => sum + dot(op.vector, unit), 0)
+    : 0;
   const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
   const stream = new TokenTextStream(decode);
   const tokens = tokenIds.map((id, i) => ({
     id,
     text: stream.push(id),
-    projection: dot(hidden.subarray(i * unit.length, (i + 1) * unit.length), unit),
+    projection: dot(hidden.subarray(i * unit.length, (i + 1) * unit.length), unit) - added,
   }));
   tokens[tokens.length - 1].text += stream.flush(); // an incomplete character at the end, as generate shows it
   return tokens;
