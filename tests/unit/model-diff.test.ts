@@ -196,6 +196,18 @@ describe('realistic: stories260K against stories260K-sad-dogs-hf (block 2 fine-t
     expect(diffFile.directions[3].auroc).toBeGreaterThan(0.8);
   });
 
+  it("scores steerability where the models differ: steering the base with the diff makes the fine-tune's own continuations likelier", () => {
+    const scores = diffFile.directions.map((d) => d.steerability);
+    console.log('diff steerability per layer 0–4 (nats per token, +0.25 vs −0.25):', scores.map((s) => s?.toFixed(3) ?? '—').join(', '),
+      '; recommended layer', diffFile.recommendedLayer, '; coherent up to', diffFile.directions.find((d) => d.layer === diffFile.recommendedLayer)?.coherentStrength);
+    expect(diffFile.steerability?.problem).toBeUndefined();
+    // Blocks 0 and 1 are the base's own: no direction there, nothing to score.
+    expect(scores[0]).toBeUndefined();
+    expect(scores[1]).toBeUndefined();
+    for (const layer of [2, 3, 4]) expect(scores[layer]).toBeGreaterThan(0);
+    expect([2, 3, 4]).toContain(diffFile.recommendedLayer);
+  });
+
   it('steering the base with the diff lowers logit(▁happy) − logit(▁sa) without dogs; subtracting it from the fine-tune raises it', async () => {
     const tokenizer = base.tokenizer!;
     const happy = tokenizer.encode('happy', { addSpecialTokens: false })[0];
@@ -276,7 +288,7 @@ describe('the engine API: a fine-tune beside the base, the diff, four columns', 
     });
     await expect(cancelled).rejects.toThrow(/cancelled/);
     const file = await engine.diff('diff', { prompts: NEUTRAL, preset: 'neutral' }, (stage) => stages.add(stage));
-    expect([...stages].sort()).toEqual(['base', 'fine-tune']);
+    expect([...stages].sort()).toEqual(['base', 'continuing', 'fine-tune', 'scoring']);
     expect(file.diff).toEqual({ base: { id: 't/stories' }, fineTune: { id: 't/sad-dogs' }, prompts: NEUTRAL.length });
 
     const vector = file.directions[2].vector;

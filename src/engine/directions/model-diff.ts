@@ -4,9 +4,10 @@
  * difference is fitted and scored like any contrastive direction (fine-tune = positive side, base =
  * negative, separation held out), and saved as a vector file naming both models.
  */
-import { fitDirections } from './directions.ts';
+import { fitDirections, recommendLayer } from './directions.ts';
 import { type Extraction, hashSet } from './extract.ts';
 import { captureHiddenStates } from './hidden-states.ts';
+import { type ScoringExample, coherentRange, scoreSteerability } from './steerability.ts';
 import { type VectorFile, vectorFileFromExtraction } from './vector-file.ts';
 import { generate } from '../generation/generate.ts';
 import { type LoadOptions, ModelTooLargeError, deviceMemoryBudget, estimateModelMemory, gigabytes, loadModel } from '../model/load.ts';
@@ -25,9 +26,11 @@ export interface DiffRequest {
   answerTokens?: number;
   seed?: number;
   batchSize?: number;
+  /** Score what steering the base with the diff does (default true; see below). */
+  steerability?: boolean;
 }
 
-export type DiffStage = 'answering' | 'base' | 'fine-tune';
+export type DiffStage = 'answering' | 'base' | 'fine-tune' | 'continuing' | 'scoring';
 
 export interface DiffControls {
   onProgress?: (stage: DiffStage, done: number, total: number) => void;
@@ -129,8 +132,42 @@ export async function diffModels(base: SteerableModel, fineTune: SteerableModel,
   const baseStates = await capture(base, 'base');
   const fineTuneStates = await capture(fineTune, 'fine-tune');
   const fitted = fitDirections(fineTuneStates, baseStates, { method: 'mean' });
-  return { ...fitted, mode, promptSetHash: await hashSet({ kind: 'diff', prompts: request.prompts }) };
+  const extraction: Extraction = { ...fitted, mode, promptSetHash: await hashSet({ kind: 'diff', prompts: request.prompts }) };
+  if (request.steerability === false) return extraction;
+
+  // Steerability, as for a contrastive direction: how much more likely steering the base at ±s makes the
+  // fine-tune's own greedy continuations of the prompts than the base's. Layers where the two models do not
+  // differ yet (a fine-tune of later blocks) have no direction to steer with and are left out.
+  const scored = fitted.layers.filter((layer) => layer.norm > 0);
+  const prompts = examples.slice(0, SCORED_PROMPTS);
+  const continuations = async (model: SteerableModel, done: number): Promise<ScoringExample[]> => {
+    const continued: ScoringExample[] = [];
+    for (const [index, example] of prompts.entries()) {
+      const context = example.ids.slice(0, mode === 'answer' ? example.range[0] : example.ids.length);
+      const result = await generate(model, { promptIds: context, maxNewTokens: CONTINUATION_TOKENS }, { signal: controls.signal });
+      continued.push({ context, continuation: result.rows[0].tokenIds });
+      controls.onProgress?.('continuing', done + index + 1, 2 * prompts.length);
+    }
+    return continued;
+  };
+  const positive = await continuations(fineTune, 0);
+  const negative = await continuations(base, prompts.length);
+  const scoring = { positive, negative };
+  const onProgress = (done: number, total: number) => controls.onProgress?.('scoring', done, total);
+  extraction.steerability = scored.length === 0
+    ? { strength: 0.25, layers: [], unsteeredPerplexity: NaN, problem: 'the two models have the same residual at every layer: there is no difference to steer with', milliseconds: 0 }
+    : await scoreSteerability(base, scored, scoring, { layers: scored.map((l) => l.layer) }, { signal: controls.signal, onProgress });
+  if (extraction.steerability.problem) return extraction;
+  extraction.scoringExamples = scoring;
+  extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
+  const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
+  extraction.coherent = await coherentRange(base, recommended, scoring, { unsteeredPerplexity: extraction.steerability.unsteeredPerplexity }, { signal: controls.signal });
+  return extraction;
 }
+
+/** Prompts whose continuations are scored, and their length: enough to measure, few enough to stay quick. */
+const SCORED_PROMPTS = 16;
+const CONTINUATION_TOKENS = 16;
 
 /** The diff as a vector file under the base's name (residual norms pooled over both models), provenance naming both. */
 export function vectorFileFromDiff(
