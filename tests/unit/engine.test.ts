@@ -5,6 +5,24 @@ import { captureHiddenStates } from '../../src/engine/directions/hidden-states.t
 import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { STORIES_REFERENCE, graphPair, loadShared } from '../support/models.ts';
 
+/** Prompts of different lengths decoded as rows of one left-padded batch give each row's own greedy
+ *  tokens, and last-position logits within `tolerance` of the prompt run alone. */
+async function expectPaddedBatchMatchesAlone(model: SteerableModel, prompts: number[][], tolerance: number) {
+  expect(new Set(prompts.map((p) => p.length)).size).toBeGreaterThan(1);
+  const batched = await generate(model, { rowPromptIds: prompts, maxNewTokens: 12, sampling: { temperature: 0 } });
+  const width = Math.max(...prompts.map((p) => p.length));
+  const padded = await model.forward({ tokens: prompts.map((p) => [...new Array(width - p.length).fill(p[0]), ...p]), leftPadding: prompts.map((p) => width - p.length) });
+  const vocab = model.vocabSize;
+  for (const [row, ids] of prompts.entries()) {
+    const alone = await generate(model, { promptIds: ids, maxNewTokens: 12, sampling: { temperature: 0 } });
+    expect(batched.rows[row].tokenIds).toEqual(alone.rows[0].tokenIds);
+    const logits = (await model.forward({ tokens: [ids] })).logits!;
+    let worst = 0;
+    for (let i = 0; i < vocab; i++) worst = Math.max(worst, Math.abs(padded.logits![row * vocab + i] - logits[i]));
+    expect(worst).toBeLessThan(tolerance);
+  }
+}
+
 describe('stories260K (torch export, fp32) on WASM', () => {
   let model: SteerableModel;
   beforeAll(async () => {
@@ -120,6 +138,11 @@ describe('stories260K (torch export, fp32) on WASM', () => {
     expect(Array.from(last.vectors[0][0])).toEqual(Array.from(lastRow));
   });
 
+  it('decodes prompts of different lengths as rows of one left-padded batch, each as it would alone', async () => {
+    const encode = (text: string) => model.tokenizer!.encode(text);
+    await expectPaddedBatchMatchesAlone(model, [encode('Lily was very'), encode('Tom went to the park with his big red ball and'), encode('Once')], 1e-4);
+  });
+
   it('averages over a token range only', async () => {
     const ids = model.tokenizer!.encode('Tom was very angry');
     const ranged = await captureHiddenStates(model, { prompts: [ids], layers: [3], reduce: 'mean', ranges: [[2, 5]] });
@@ -153,6 +176,11 @@ describe('builder export (fused, fp16, external data) on WASM', () => {
     expect(chat.promptIds).toEqual(model.tokenizer!.encode(rendered, { addSpecialTokens: false }));
     const raw = await generate(model, { prompt: 'Hello there', maxNewTokens: 3 });
     expect(raw.promptIds).toEqual(model.tokenizer!.encode('Hello there'));
+  });
+
+  it('decodes chat prompts of different lengths as rows of one left-padded batch, each as it would alone', async () => {
+    const chat = (content: string) => model.tokenizer!.encode(model.tokenizer!.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+    await expectPaddedBatchMatchesAlone(model, [chat('Hi'), chat('What would you do if you ruled the world for a day?'), chat('Tell me a joke about cats')], 0.05);
   });
 
   it('steers fp16 rows independently', async () => {

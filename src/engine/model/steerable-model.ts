@@ -26,12 +26,19 @@ export interface KvCache {
   tensors: Map<string, ort.Tensor>;
   length: number;
   batch: number;
+  /** Leading padding tokens per row, as the prefill that made this cache was given them. */
+  leftPadding?: number[];
 }
 
 export interface ForwardStep {
-  /** Token ids per batch row; every row has the same length (no padding). */
+  /** Token ids per batch row; every row has the same length (rows of different prompts: see leftPadding). */
   tokens: number[][];
   past?: KvCache;
+  /** Prefill of different prompts in one batch: per row, how many tokens at its start are padding. They
+   *  are masked out of attention; later steps read this from the cache. Positions still count the padding:
+   *  rotary attention depends only on position differences, and some exports (stories260K's) build their
+   *  causal mask from position_ids, which per-row positions would break. */
+  leftPadding?: number[];
   /** One entry per batch row; missing rows or layers add nothing. Read once per array: the tensors
    *  built from it are reused while the same array comes back (every step of a generation). */
   steering?: SteeringRow[];
@@ -176,11 +183,17 @@ export class SteerableModel {
     const past = step.past ?? this.emptyCache(batch);
     if (past.batch !== batch) throw new Error(`forward: the cache holds ${past.batch} rows, the step ${batch}`);
     const total = past.length + length;
+    const padding = step.past ? past.leftPadding : step.leftPadding;
+    if (padding && padding.length !== batch) throw new Error(`forward: leftPadding has ${padding.length} entries for ${batch} rows`);
+    if (padding?.some((pad) => pad > 0) && !analysis.attentionMask) {
+      throw new Error(`${this.id} has no attention_mask input: prompts of different lengths cannot share a batch; run them one at a time`);
+    }
 
     const feeds: Record<string, ort.Tensor> = {};
     feeds[analysis.inputIds.name] = intTensor(analysis.inputIds.elemType, step.tokens.flat(), [batch, length]);
     if (analysis.attentionMask) {
-      feeds[analysis.attentionMask.name] = intTensor(analysis.attentionMask.elemType, new Array(batch * total).fill(1), [batch, total]);
+      const mask = Array.from({ length: batch * total }, (_, i) => (i % total < (padding?.[Math.floor(i / total)] ?? 0) ? 0 : 1));
+      feeds[analysis.attentionMask.name] = intTensor(analysis.attentionMask.elemType, mask, [batch, total]);
     }
     if (analysis.positionIds) {
       const positions = Array.from({ length: batch * length }, (_, i) => past.length + (i % length));
@@ -247,7 +260,7 @@ export class SteerableModel {
           tensors.set(entry.keyInput, outputs[entry.keyOutput]);
           tensors.set(entry.valueInput, outputs[entry.valueOutput]);
         }
-        result.cache = { tensors, length: total, batch };
+        result.cache = { tensors, length: total, batch, leftPadding: padding };
       }
       if (step.past) this.releaseCache(step.past);
     }
