@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkSteering } from '../../src/engine/model/check.ts';
 import { generate } from '../../src/engine/generation/generate.ts';
-import { captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
+import { batchesByLength, captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
 import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { STORIES_REFERENCE, graphPair, loadShared } from '../support/models.ts';
 
@@ -121,12 +121,15 @@ describe('stories260K (torch export, fp32) on WASM', () => {
 
   it('captures the same hidden states for a prompt alone and inside a batch', async () => {
     const encode = (text: string) => model.tokenizer!.encode(text);
-    const target = encode('The cat sat on the mat');
-    const prompts = [encode('Lily was very happy'), target, encode('Tom was very angry and then he ran home'), encode('A girl ran')];
+    const target = encode('The cat sat on the mat and looked at the big red ball in the garden');
+    const longer = encode('The cat sat on the mat and looked at the big red ball in the garden all day');
+    const prompts = [encode('Lily was very happy'), target, longer, encode('Tom was very angry and then he ran home'), encode('A girl ran')];
     const layers = [0, 2, 4];
     const alone = await captureHiddenStates(model, { prompts: [target], layers, reduce: 'mean' });
     const batched = await captureHiddenStates(model, { prompts, layers, reduce: 'mean', batchSize: 8 });
-    expect(new Set(prompts.map((p) => p.length)).size).toBeGreaterThan(1); // shorter prompts were padded
+    // The target shares its batch with a slightly longer prompt, so it was padded.
+    expect(batchesByLength(prompts.map((p) => p.length), 8)).toContainEqual([1, 2]);
+    expect(longer.length).toBeGreaterThan(target.length);
     for (let i = 0; i < layers.length; i++) {
       const a = alone.vectors[0][i];
       const b = batched.vectors[1][i];
@@ -141,6 +144,12 @@ describe('stories260K (torch export, fp32) on WASM', () => {
   it('decodes prompts of different lengths as rows of one left-padded batch, each as it would alone', async () => {
     const encode = (text: string) => model.tokenizer!.encode(text);
     await expectPaddedBatchMatchesAlone(model, [encode('Lily was very'), encode('Tom went to the park with his big red ball and'), encode('Once')], 1e-4);
+  });
+
+  it('batches prompts of nearly one length only, at most batchSize at a time', () => {
+    // 10 and 10 pad nothing; 16 beside 17 pads 1 token of 33; 17 beside 30 would pad 13 of 47.
+    expect(batchesByLength([30, 10, 17, 10, 16], 8)).toEqual([[1, 3], [4, 2], [0]]);
+    expect(batchesByLength([5, 5, 5, 5, 5], 2)).toEqual([[0, 1], [2, 3], [4]]);
   });
 
   it('averages over a token range only', async () => {
