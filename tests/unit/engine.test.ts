@@ -1,4 +1,10 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { FolderSource } from '../../src/engine/sources/node-folder.ts';
+import { writeSyntheticModel } from '../support/synthetic-decoder.ts';
 import { checkSteering } from '../../src/engine/model/check.ts';
 import { generate } from '../../src/engine/generation/generate.ts';
 import { batchesByLength, captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
@@ -217,4 +223,25 @@ describe('tiller check logic on every shared graph', () => {
       await instrumented.dispose();
     });
   }
+});
+
+describe('left padding is used only where the graph honours it', () => {
+  const shape = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, vocab: 256, maxPositions: 64 };
+  const load = (flavour: 'torch' | 'builder') =>
+    loadModel(new FolderSource(writeSyntheticModel(mkdtempSync(path.join(tmpdir(), `tiller-pad-${flavour}-`)), shape, flavour)), { backend: 'wasm' });
+
+  it('torch flavour: masked attention, padded rows decode as alone; GroupQueryAttention (builder flavour) is refused', async () => {
+    const torch = await load('torch');
+    expect(await torch.canPadLeft()).toBe(true);
+    await expectPaddedBatchMatchesAlone(torch, [[1, 5, 9], [1, 7, 3, 8, 20, 11, 4], [1, 2]], 1e-4);
+    await torch.dispose();
+
+    const builder = await load('builder');
+    // GroupQueryAttention counts a row's tokens from the mask's sum, not where its zeros are.
+    expect(await builder.canPadLeft()).toBe(false);
+    await expect(generate(builder, { rowPromptIds: [[1, 5, 9], [1, 7]], maxNewTokens: 2 })).rejects.toThrow(/cannot decode prompts of different lengths/);
+    const sameLength = await generate(builder, { rowPromptIds: [[1, 5, 9], [1, 7, 3]], maxNewTokens: 2 });
+    expect(sameLength.rows.map((row) => row.tokenIds.length)).toEqual([2, 2]);
+    await builder.dispose();
+  });
 });

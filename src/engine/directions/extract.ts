@@ -133,11 +133,12 @@ async function answerAll(
   const jobs = [positivePrompts, negativePrompts].flatMap((prompts, side) =>
     prompts.flatMap((prompt, question) => Array.from({ length: perQuestion }, (_, sample) => ({ side, question, sample, prompt }))));
   jobs.sort((a, b) => a.prompt.length - b.prompt.length);
-  // A graph without an attention mask cannot pad: its batches hold prompts of one length only.
+  // A graph that cannot pad (see canPadLeft) batches prompts of one length only.
+  const canPad = await model.canPadLeft();
   const batches: (typeof jobs)[] = [];
   for (const job of jobs) {
     const last = batches.at(-1);
-    const fits = last && last.length < rowsPerBatch && (model.analysis.attentionMask || last[0].prompt.length === job.prompt.length);
+    const fits = last && last.length < rowsPerBatch && (canPad || last[0].prompt.length === job.prompt.length);
     if (fits) last.push(job);
     else batches.push([job]);
   }

@@ -123,6 +123,9 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
   const width = Math.max(...prompts.map((ids) => ids.length));
   const leftPadding = prompts.map((ids) => width - ids.length);
   const padded = prompts.map((ids, row) => [...new Array<number>(leftPadding[row]).fill(ids[0]), ...ids]);
+  if (leftPadding.some((pad) => pad > 0) && !(await model.canPadLeft())) {
+    throw new Error(`${model.id} cannot decode prompts of different lengths in one batch (its attention ignores where the mask's zeros are): give the rows prompts of one length, or run them one at a time`);
+  }
 
   const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
   const streams = rows.map(() => new TokenTextStream(decode));
