@@ -32,7 +32,7 @@ export interface BenchModel {
   folder: string;
   /** The graph inside the folder. */
   file: string;
-  dtype: 'fp32' | 'fp16';
+  dtype: 'fp32' | 'fp16' | 'q4' | 'q4f16';
   /** Weights beside the graph, for Transformers.js (the engine reads the names from the graph). */
   externalData?: { name: string; path: string };
   description: string;

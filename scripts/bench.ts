@@ -50,6 +50,12 @@ const SYNTHETIC_MODELS: BenchModel[] = [
     folder: 'smollm2-135m-shape-builder', file: 'onnx/model_fp16.onnx', dtype: 'fp16', externalData: { name: 'model_fp16.onnx_data', path: 'onnx/model_fp16.onnx_data' },
     description: `builder export, fp16, GroupQueryAttention (${SHAPE})`, synthetic: true,
   },
+  // What a browser on WASM gets by default: 4-bit MatMulNBits weights (blocks of 32), as Transformers.js publishes them.
+  { folder: 'smollm2-135m-shape-torch-q4', file: 'onnx/model_q4.onnx', dtype: 'q4', description: `torch export, q4 MatMulNBits, fp32 activations (${SHAPE})`, synthetic: true },
+  {
+    folder: 'smollm2-135m-shape-builder-q4f16', file: 'onnx/model_q4f16.onnx', dtype: 'q4f16', externalData: { name: 'model_q4f16.onnx_data', path: 'onnx/model_q4f16.onnx_data' },
+    description: `builder export, q4 MatMulNBits, fp16 activations, GroupQueryAttention (${SHAPE})`, synthetic: true,
+  },
 ];
 
 const PLANS = {
@@ -67,7 +73,8 @@ function prepareModelsRoot(models: BenchModel[]): void {
   mkdirSync(modelsRoot, { recursive: true });
   for (const model of models) {
     const folder = path.join(modelsRoot, model.folder);
-    if (model.synthetic) writeSyntheticModel(folder, SMOLLM2_135M, model.dtype === 'fp16' ? 'builder' : 'torch');
+    const builder = model.dtype === 'fp16' || model.dtype === 'q4f16';
+    if (model.synthetic) writeSyntheticModel(folder, SMOLLM2_135M, builder ? 'builder' : 'torch', 1, model.dtype.startsWith('q4') ? 'q4' : 'float');
     else if (!existsSync(folder)) symlinkSync(sharedModel(model.folder), folder, 'dir');
   }
 }

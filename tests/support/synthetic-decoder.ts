@@ -7,7 +7,9 @@
  *  - 'builder': an onnxruntime-genai model builder export, fp16, SkipSimplifiedLayerNormalization with the
  *    residual on output 3, GroupQueryAttention with rotary inside, no position_ids, weights in
  *    onnx/model_fp16.onnx_data (the name Transformers.js looks for).
- * Both tie the LM head to the embedding (MatMul by its transpose), as SmolLM2 does.
+ * Both tie the LM head to the embedding (MatMul by its transpose), as SmolLM2 does. With `weights: 'q4'`
+ * every projection is a MatMulNBits (4-bit, blocks of 32 along K, symmetric), as the q4 / q4f16 files
+ * Transformers.js publishes hold them; the embedding, norms and tied LM head stay float.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -30,6 +32,11 @@ export interface DecoderShape {
 export const SMOLLM2_135M: DecoderShape = { layers: 30, hidden: 576, heads: 9, kvHeads: 3, intermediate: 1536, vocab: 49152, maxPositions: 2048 };
 
 export type ExportFlavour = 'torch' | 'builder';
+/** 'q4-dequantized': the q4 weights decoded back into plain MatMuls, the reference a q4 graph is checked against. */
+export type WeightFormat = 'float' | 'q4' | 'q4-dequantized';
+
+/** MatMulNBits' block along K, in the 4-bit variants Transformers.js publishes. */
+const Q4_BLOCK = 32;
 
 const ROPE_THETA = 100000;
 const RMS_EPSILON = 1e-5;
@@ -130,20 +137,57 @@ export interface SyntheticModel {
 }
 
 /** Builds the graph in memory; weights are uniform with variance 1/fan-in (fp16-safe), seeded. */
-export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, seed = 1): SyntheticModel {
+export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, seed = 1, weights: WeightFormat = 'float'): SyntheticModel {
   const { layers, hidden, heads, kvHeads, intermediate, vocab, maxPositions } = shape;
   const headDim = hidden / heads;
   const fp16 = flavour === 'builder';
+  const q4 = weights === 'q4';
+  const quantised = weights !== 'float';
   const floatType = fp16 ? TensorType.FLOAT16 : TensorType.FLOAT;
-  const externalName = fp16 ? 'model_fp16.onnx_data' : undefined;
+  // Transformers.js names: model{,_fp16,_q4,_q4f16}.onnx.
+  const baseName = `model${q4 ? (fp16 ? '_q4f16' : '_q4') : fp16 ? '_fp16' : ''}`;
+  const externalName = fp16 ? `${baseName}.onnx_data` : undefined;
   const g = new GraphWriter(externalName);
   const random = createRng(seed);
   const floats = (values: Float32Array) => (fp16 ? new Uint8Array(float32ToFloat16(values).buffer) : new Uint8Array(values.buffer));
-  const weight = (name: string, dims: number[], fanIn: number) => {
+  const randomValues = (count: number, fanIn: number) => {
     const bound = Math.sqrt(3 / fanIn);
-    const values = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    const values = new Float32Array(count);
     for (let i = 0; i < values.length; i++) values[i] = (random() * 2 - 1) * bound;
-    return g.initializer(name, floatType, dims, floats(values), true);
+    return values;
+  };
+  const weight = (name: string, dims: number[], fanIn: number) =>
+    g.initializer(name, floatType, dims, floats(randomValues(dims.reduce((a, b) => a * b, 1), fanIn)), true);
+  /**
+   * `input` times a [K, N] weight. q4: ONNX Runtime's MatMulNBits (com.microsoft) takes B transposed and
+   * packed, uint8 [N, K/32, 16], two 4-bit codes a byte with the lower K index in the low nibble; scales
+   * [N · K/32] in the activations' type; no zero_points input, so every code is read as (code − 8) · scale.
+   */
+  const projection = (input: string, name: string, K: number, N: number) => {
+    if (!quantised) return g.op('MatMul', [input, weight(name, [K, N], K)]);
+    const values = randomValues(K * N, K);
+    const dequantised = new Float32Array(K * N);
+    const blocks = K / Q4_BLOCK;
+    const packed = new Uint8Array(N * blocks * (Q4_BLOCK / 2));
+    const scales = new Float32Array(N * blocks);
+    for (let n = 0; n < N; n++) {
+      for (let b = 0; b < blocks; b++) {
+        let largest = 0;
+        for (let j = 0; j < Q4_BLOCK; j++) largest = Math.max(largest, Math.abs(values[(b * Q4_BLOCK + j) * N + n]));
+        const scale = largest / 7 || 1;
+        scales[n * blocks + b] = scale;
+        for (let j = 0; j < Q4_BLOCK; j++) {
+          const code = Math.max(-8, Math.min(7, Math.round(values[(b * Q4_BLOCK + j) * N + n] / scale))) + 8;
+          packed[(n * blocks + b) * (Q4_BLOCK / 2) + (j >> 1)] |= code << ((j & 1) * 4);
+          dequantised[(b * Q4_BLOCK + j) * N + n] = (code - 8) * scale;
+        }
+      }
+    }
+    if (!q4) return g.op('MatMul', [input, g.initializer(name, floatType, [K, N], floats(dequantised), true)]);
+    const packedName = g.initializer(`${name}_Q4`, TensorType.UINT8, [N, blocks, Q4_BLOCK / 2], packed, true);
+    const scalesName = g.initializer(`${name}_scales`, floatType, [N * blocks], floats(scales), true);
+    return g.op('MatMulNBits', [input, packedName, scalesName],
+      (a) => a.int('K', K).int('N', N).int('bits', 4).int('block_size', Q4_BLOCK), 'com.microsoft');
   };
   const ones = (name: string) => g.initializer(name, floatType, [hidden], floats(new Float32Array(hidden).fill(1)), true);
   const scalar = (name: string, value: number) => g.initializer(name, floatType, [], floats(Float32Array.of(value)));
@@ -179,15 +223,15 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
   const one = g.int64s('const_one', [1], true);
   const embedded = g.op('Gather', [embed, 'input_ids']);
   const mlp = (l: number, normed: string) => {
-    const gate = g.op('MatMul', [normed, weight(`model.layers.${l}.mlp.gate_proj.weight`, [hidden, intermediate], hidden)]);
-    const up = g.op('MatMul', [normed, weight(`model.layers.${l}.mlp.up_proj.weight`, [hidden, intermediate], hidden)]);
+    const gate = projection(normed, `model.layers.${l}.mlp.gate_proj.weight`, hidden, intermediate);
+    const up = projection(normed, `model.layers.${l}.mlp.up_proj.weight`, hidden, intermediate);
     const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
-    return g.op('MatMul', [g.op('Mul', [silu, up]), weight(`model.layers.${l}.mlp.down_proj.weight`, [intermediate, hidden], intermediate)]);
+    return projection(g.op('Mul', [silu, up]), `model.layers.${l}.mlp.down_proj.weight`, intermediate, hidden);
   };
   const projections = (l: number, normed: string) => ({
-    q: g.op('MatMul', [normed, weight(`model.layers.${l}.self_attn.q_proj.weight`, [hidden, hidden], hidden)]),
-    k: g.op('MatMul', [normed, weight(`model.layers.${l}.self_attn.k_proj.weight`, [hidden, kvHeads * headDim], hidden)]),
-    v: g.op('MatMul', [normed, weight(`model.layers.${l}.self_attn.v_proj.weight`, [hidden, kvHeads * headDim], hidden)]),
+    q: projection(normed, `model.layers.${l}.self_attn.q_proj.weight`, hidden, hidden),
+    k: projection(normed, `model.layers.${l}.self_attn.k_proj.weight`, hidden, kvHeads * headDim),
+    v: projection(normed, `model.layers.${l}.self_attn.v_proj.weight`, hidden, kvHeads * headDim),
   });
   const lmHead = (normed: string) => {
     const tied = g.op('Transpose', [embed], (a) => a.ints('perm', [1, 0]));
@@ -214,7 +258,7 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
         [`/model/layers.${l}/attn/output_0`, `present.${l}.key`, `present.${l}.value`],
         (a) => a.int('num_heads', heads).int('kv_num_heads', kvHeads).int('do_rotary', 1).int('rotary_interleaved', 0).float('scale', 1 / Math.sqrt(headDim)),
         'com.microsoft');
-      const out = g.op('MatMul', [attention, weight(`model.layers.${l}.self_attn.o_proj.weight`, [hidden, hidden], hidden)]);
+      const out = projection(attention, `model.layers.${l}.self_attn.o_proj.weight`, hidden, hidden);
       const post = skipNorm(residual, out, ones(`model.layers.${l}.post_attention_layernorm.weight`), false);
       const last = l === layers - 1;
       const next = skipNorm(post.residual!, mlp(l, post.normed), ones(last ? 'model.norm.weight' : `model.layers.${l + 1}.input_layernorm.weight`), last);
@@ -267,7 +311,7 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
       const weights = g.op('Reshape', [g.op('Softmax', [masked], (a) => a.int('axis', -1)), scoresByGroup]);
       const context = g.op('Reshape', [g.op('MatMul', [weights, values]), headsShape]);
       const merged = g.op('Reshape', [g.op('Transpose', [context], (a) => a.ints('perm', [0, 2, 1, 3])), mergeShape]);
-      const attention = g.op('MatMul', [merged, weight(`model.layers.${l}.self_attn.o_proj.weight`, [hidden, hidden], hidden)]);
+      const attention = projection(merged, `model.layers.${l}.self_attn.o_proj.weight`, hidden, hidden);
       const afterAttention = g.op('Add', [residual, attention]);
       residual = g.op('Add', [afterAttention, mlp(l, rmsNorm(afterAttention, ones(`model.layers.${l}.post_attention_layernorm.weight`)))]);
     }
@@ -276,7 +320,7 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
 
   const model = new ProtoWriter().int(1, 8).string(2, `tiller-synthetic-${flavour}`).bytes(7, g.graph.finish());
   model.message(8, (o) => o.string(1, '').int(2, 17));
-  if (fp16) model.message(8, (o) => o.string(1, 'com.microsoft').int(2, 1));
+  if (fp16 || q4) model.message(8, (o) => o.string(1, 'com.microsoft').int(2, 1));
   const config: Record<string, unknown> = {
     model_type: 'llama',
     architectures: ['LlamaForCausalLM'],
@@ -294,7 +338,8 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
     bos_token_id: 1,
     eos_token_id: 2,
     torch_dtype: fp16 ? 'float16' : 'float32',
-    ...(fp16 ? { 'transformers.js_config': { dtype: 'fp16', use_external_data_format: true, kv_cache_dtype: { fp16: 'float16' } } } : {}),
+    ...(fp16 ? { 'transformers.js_config': { dtype: q4 ? 'q4f16' : 'fp16', use_external_data_format: true, kv_cache_dtype: { [q4 ? 'q4f16' : 'fp16']: 'float16' } } } : {}),
+    ...(!fp16 && q4 ? { 'transformers.js_config': { dtype: 'q4' } } : {}),
   };
   let externalData: SyntheticModel['externalData'];
   if (externalName) {
@@ -307,14 +352,14 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
     }
     externalData = { path: externalName, data };
   }
-  return { file: fp16 ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx', graph: model.finish(), externalData, config };
+  return { file: `onnx/${baseName}.onnx`, graph: model.finish(), externalData, config };
 }
 
 /** Writes the model into `folder` (Transformers.js layout) unless it is already there; returns the folder. */
-export function writeSyntheticModel(folder: string, shape: DecoderShape, flavour: ExportFlavour, seed = 1): string {
+export function writeSyntheticModel(folder: string, shape: DecoderShape, flavour: ExportFlavour, seed = 1, weights: WeightFormat = 'float'): string {
   const done = path.join(folder, '.complete');
   if (existsSync(done)) return folder;
-  const model = syntheticDecoder(shape, flavour, seed);
+  const model = syntheticDecoder(shape, flavour, seed, weights);
   mkdirSync(path.join(folder, 'onnx'), { recursive: true });
   writeFileSync(path.join(folder, model.file), model.graph);
   if (model.externalData) writeFileSync(path.join(folder, 'onnx', model.externalData.path), model.externalData.data);

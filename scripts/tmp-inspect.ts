@@ -1,0 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { parseModel } from '../src/engine/onnx/model.ts';
+const file = process.argv[2];
+const m = parseModel(new Uint8Array(readFileSync(file)));
+const g = m.graph;
+console.log('inputs', g.inputs.map(i => i.name + ':' + i.elemType + ':' + JSON.stringify(i.shape)));
+const ops = new Map<string, number>();
+for (const n of g.nodes) ops.set(n.domain + ':' + n.opType, (ops.get(n.domain + ':' + n.opType) ?? 0) + 1);
+console.log([...ops].join(' '));
+const uses = (name: string) => g.nodes.filter(n => n.inputs.includes(name));
+for (const n of uses('attention_mask')) console.log('mask->', n.opType, n.name, n.outputs);
+for (const n of uses('position_ids')) console.log('pos->', n.opType, n.name, n.outputs);
