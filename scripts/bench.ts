@@ -20,14 +20,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckPair } from '../src/engine/model/check.ts';
-import { openSession, prepareGraph } from '../src/engine/model/load.ts';
+import { loadModel, openSession, prepareGraph } from '../src/engine/model/load.ts';
+import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
 import { createSession, ort } from '../src/engine/model/runtime.ts';
 import { SteerableModel } from '../src/engine/model/steerable-model.ts';
 import type { ModelConfig } from '../src/engine/model/steerable-model.ts';
 import { SMOLLM2_135M, writeSyntheticModel } from '../tests/support/synthetic-decoder.ts';
 import { sharedModel } from '../tests/support/paths.ts';
-import { type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, median } from './bench-measure.ts';
+import { type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, measurePersonaExtraction, median } from './bench-measure.ts';
 import { type TransformersModelOptions, transformersGenerator } from './bench-transformers.ts';
 import type { ChromiumRun } from './bench-chromium.ts';
 
@@ -201,18 +202,30 @@ async function benchModelNode(model: BenchModel, plan: BenchPlan) {
   await transformers.dispose();
   await original.dispose();
   await instrumented.dispose();
-  return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements };
+  return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements, personaExtraction: await personaExtractionNode(model) };
+}
+
+/** 6. Chat models only (a tokenizer with a chat template): persona extraction, batched vs one question at a time. */
+async function personaExtractionNode(model: BenchModel) {
+  if (quick || !existsSync(path.join(modelsRoot, model.folder, 'tokenizer.json'))) return undefined;
+  const loaded = await loadModel(new FolderSource(path.join(modelsRoot, model.folder)), { backend: 'wasm', dtype: model.dtype });
+  try {
+    return loaded.tokenizer?.hasChatTemplate ? await measurePersonaExtraction(loaded) : undefined;
+  } finally {
+    await loaded.dispose();
+  }
 }
 
 interface ModelResult {
   model: string;
   description: string;
-  backends: Partial<Record<Backend, (ModelMeasurements & { layers?: number }) | { skipped: string }>>;
+  backends: Partial<Record<Backend, (ModelMeasurements & { layers?: number; personaExtraction?: PersonaExtraction }) | { skipped: string }>>;
   load?: Awaited<ReturnType<typeof benchModelNode>>['load'];
   profile?: ReturnType<typeof profileBatching>;
 }
 
 type Backend = 'node-wasm' | 'chromium-wasm' | 'chromium-webgpu';
+type PersonaExtraction = Awaited<ReturnType<typeof measurePersonaExtraction>>;
 
 const fmt = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? '—' : value.toFixed(digits));
 const verdict = (ok: boolean | undefined) => (ok === undefined ? '' : ok ? 'met' : 'NOT met');
@@ -238,6 +251,13 @@ function printTable(results: ModelResult[], machine: string) {
         (t ? `${fmt(t.tokensPerSecond.tiller, 1)} / ${fmt(t.tokensPerSecond.transformersJs, 1)} = **${fmt(t.ratio)}** ${verdict(t.ratio >= TARGETS.againstTransformersJs)}, ${t.sameTokens ? 'same tokens' : `tokens differ from #${t.firstDifference}`}` : '—') +
         (b?.fourRowsTimeVsOne === undefined ? ' | — ' : ` | **${fmt(b.fourRowsTimeVsOne)}×** ${verdict(b.fourRowsTimeVsOne <= TARGETS.fourRowsTime)}; ${others} `) +
         (c ? `| ${fmt(c.batched, 1)} / ${fmt(c.single, 1)} = ${fmt(c.ratio)}× |` : '| — |'));
+    }
+  }
+  lines.push('\n6. persona extraction (misaligned-persona, 2 answers × 48 tokens per question and side, seed 0): all answers as rows of one batch / one question at a time');
+  for (const result of results) {
+    for (const [backend, entry] of Object.entries(result.backends)) {
+      const p = entry && 'steering' in entry ? entry.personaExtraction : undefined;
+      if (p) lines.push(`  ${result.model}, ${backend}: ${fmt(p.secondsBatched, 1)} s / ${fmt(p.secondsOneQuestionAtATime, 1)} s = **${fmt(p.speedup)}× faster**; cosine of the directions per layer ${p.cosineByLayer.map((c) => fmt(c, 3)).join(', ')}`);
     }
   }
   lines.push('\n2. where a generated token\'s time goes, ms: inside session.run / in the loop around it (Tiller | Transformers.js)');
