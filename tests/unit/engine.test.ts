@@ -57,6 +57,17 @@ describe('stories260K (torch export, fp32) on WASM', () => {
     expect(batched.rows[1].tokenIds).not.toEqual(alone.rows[0].tokenIds);
   });
 
+  it('answer-only steering prefills once for all rows: each row decodes as it would alone', async () => {
+    const direction = Float32Array.from({ length: 64 }, (_, i) => Math.cos(i) * 3);
+    const rows = [[], [{ layer: 2, vector: direction }], [{ layer: 3, vector: direction.map((v) => -v) }]];
+    const request = { prompt: 'Lily was very', maxNewTokens: 20, steerPrompt: false };
+    const batched = await generate(model, { ...request, rows });
+    for (const [index, row] of rows.entries()) {
+      expect(batched.rows[index].tokenIds).toEqual((await generate(model, { ...request, rows: [row] })).rows[0].tokenIds);
+    }
+    expect(batched.rows[1].tokenIds).not.toEqual(batched.rows[0].tokenIds); // the steering does act after the prompt
+  });
+
   it('row 0 at strength 0 has the logits of an unbatched unsteered run', async () => {
     const tokens = model.tokenizer!.encode('Tom was very angry');
     const direction = Float32Array.from({ length: 64 }, (_, i) => Math.cos(i));

@@ -133,6 +133,9 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
   const finish: (FinishReason | undefined)[] = rows.map(() => undefined);
   const random = rows.map((_, row) => createRng(request.rowSeeds?.[row] ?? (sampling.seed ?? 0) + (request.seedPerRow ? row : 0)));
 
+  // Answer-only steering: every row's prompt is the same and unsteered, so one row prefills for all.
+  const sharedPrefill = !steerPrompt && !ownPrompts && batch > 1;
+
   const started = performance.now();
   let prefillMs = 0;
   let cache = undefined as Awaited<ReturnType<SteerableModel['forward']>>['cache'];
@@ -145,22 +148,23 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
         finish.forEach((reason, row) => (finish[row] = reason ?? 'cancelled'));
         break;
       }
+      const prefillOnce = step === 0 && sharedPrefill;
       const result = await model.forward({
-        tokens: input,
+        tokens: prefillOnce ? input.slice(0, 1) : input,
         past: cache,
         leftPadding: step === 0 && leftPadding.some((pad) => pad > 0) ? leftPadding : undefined,
         steering: step === 0 && !steerPrompt ? undefined : rows,
         logits: 'last',
         keepCache: true,
       });
-      cache = result.cache;
+      cache = prefillOnce ? await model.replicateCache(result.cache!, batch) : result.cache;
       if (step === 0) prefillMs = performance.now() - started;
       else decodeSteps++;
       const logits = result.logits!;
-      const vocab = logits.length / batch;
+      const vocab = logits.length / (prefillOnce ? 1 : batch);
       const next: number[][] = [];
       for (let row = 0; row < batch; row++) {
-        const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
+        const rowLogits = prefillOnce ? logits : logits.subarray(row * vocab, (row + 1) * vocab);
         if (finish[row]) {
           next.push([generated[row].at(-1) ?? prompts[row].at(-1)!]);
           continue;

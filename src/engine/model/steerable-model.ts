@@ -170,6 +170,21 @@ export class SteerableModel {
     return { tensors, length: 0, batch };
   }
 
+  /** A one-row cache copied to `batch` rows (rows that share an unsteered prompt share its prefill); the
+   *  one-row cache is released. GPU tensors are read back once and go up again as inputs of the next step. */
+  async replicateCache(cache: KvCache, batch: number): Promise<KvCache> {
+    if (cache.batch !== 1) throw new Error(`replicateCache: the cache holds ${cache.batch} rows, not one`);
+    const tensors = new Map<string, ort.Tensor>();
+    for (const [name, tensor] of cache.tensors) {
+      const data = (await tensor.getData()) as Float32Array | Uint16Array;
+      const copies = new (data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(data.length * batch);
+      for (let row = 0; row < batch; row++) copies.set(data, row * data.length);
+      tensors.set(name, new ort.Tensor(tensor.type, copies, [batch, ...tensor.dims.slice(1)]));
+    }
+    this.releaseCache(cache);
+    return { tensors, length: cache.length, batch };
+  }
+
   releaseCache(cache: KvCache | undefined): void {
     if (!cache) return;
     for (const tensor of cache.tensors.values()) if (tensor.location === 'gpu-buffer') tensor.dispose();
