@@ -20,7 +20,8 @@ export interface GenerateRequest {
   /** Token ids instead of text. */
   promptIds?: number[];
   /** A prompt of its own per row (token ids), instead of one shared prompt; `rows` then defaults to one
-   *  unsteered row per prompt. Needs a graph with an attention_mask input when the lengths differ. */
+   *  unsteered row per prompt. Prompts of different lengths need a graph that honours the attention
+   *  mask (SteerableModel.canPadLeft). */
   rowPromptIds?: number[][];
   maxNewTokens?: number;
   sampling?: SamplingOptions;
