@@ -72,7 +72,7 @@ export async function runInChromium(
         onOutcome(request, { skipped: 'no WebGPU adapter' });
         continue;
       }
-      if (request.backend === 'webgpu' && request.model.dtype === 'fp16' && !support.shaderF16) {
+      if (request.backend === 'webgpu' && (request.model.dtype === 'fp16' || request.model.dtype === 'q4f16') && !support.shaderF16) {
         onOutcome(request, { skipped: 'fp16 needs shader-f16, which this adapter lacks' });
         continue;
       }

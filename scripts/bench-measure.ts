@@ -7,6 +7,9 @@ import { generate } from '../src/engine/generation/generate.ts';
 import { captureHiddenStates } from '../src/engine/directions/hidden-states.ts';
 import { fitDirections } from '../src/engine/directions/directions.ts';
 import { scoreSteerability } from '../src/engine/directions/steerability.ts';
+import { extractDirections } from '../src/engine/directions/extract.ts';
+import { contrastiveSetOf, presetById } from '../src/engine/directions/presets.ts';
+import { dot, vectorLength } from '../src/engine/vectors.ts';
 import { argmax, createRng } from '../src/engine/generation/sampling.ts';
 import type { SteerableModel, SteeringRow } from '../src/engine/model/steerable-model.ts';
 
@@ -38,7 +41,7 @@ export interface BenchModel {
   folder: string;
   /** The graph inside the folder. */
   file: string;
-  dtype: 'fp32' | 'fp16';
+  dtype: 'fp32' | 'fp16' | 'q4' | 'q4f16';
   /** Weights beside the graph, for Transformers.js (the engine reads the names from the graph). */
   externalData?: { name: string; path: string };
   description: string;
@@ -173,6 +176,31 @@ export async function measureSteerability(model: SteerableModel, plan: BenchPlan
   const extraction = median(times.extraction) / 1000;
   const steerability = median(times.steerability) / 1000;
   return { examplesPerSide: positive.length, scoredLayers, extractionSeconds: extraction, steerabilitySeconds: steerability, ratio: steerability / extraction, target: TARGETS.steerabilityVsExtraction };
+ * 7. "Compute direction" with the misaligned-persona preset on a chat model (the page's defaults: two sampled
+ * answers of 48 tokens per question and side, then capture): every answer a row of one batch vs one question
+ * at a time (its two samples side by side, the recipe before batching), at the same seed. Runs once each:
+ * it takes seconds to minutes. The directions' cosine at every layer says whether they are the same.
+ */
+export async function measurePersonaExtraction(model: SteerableModel) {
+  const set = contrastiveSetOf(presetById('misaligned-persona'));
+  const timed = async (answerRows?: number) => {
+    const started = performance.now();
+    const extraction = await extractDirections(model, set, { answerRows, seed: 0 });
+    return { seconds: (performance.now() - started) / 1000, extraction };
+  };
+  const perQuestion = await timed(2);
+  const batched = await timed();
+  const cosines = batched.extraction.layers.map((layer, i) => {
+    const other = perQuestion.extraction.layers[i].direction;
+    return dot(layer.direction, other) / (vectorLength(layer.direction) * vectorLength(other));
+  });
+  return {
+    questions: set.kind === 'persona' ? set.questions.length : 0,
+    secondsBatched: batched.seconds,
+    secondsOneQuestionAtATime: perQuestion.seconds,
+    speedup: perQuestion.seconds / batched.seconds,
+    cosineByLayer: cosines,
+  };
 }
 
 /** Wraps `session.run` to add up the milliseconds spent inside it: the rest of a generation is its loop's own time. */

@@ -5,10 +5,10 @@
  * Runtime Web: Transformers.js would otherwise aim its WASM paths at a CDN, which is unreachable here.
  */
 import type * as Transformers from '@huggingface/transformers';
-import { type TransformersModel, timeSessionRuns } from './bench-measure.ts';
+import { type BenchModel, type TransformersModel, timeSessionRuns } from './bench-measure.ts';
 
 export interface TransformersModelOptions {
-  dtype: 'fp32' | 'fp16';
+  dtype: BenchModel['dtype'];
   /** 'auto' with explicit execution providers where Transformers.js was handed ONNX Runtime Web in Node. */
   device: 'wasm' | 'webgpu' | 'auto';
   executionProviders?: ('wasm' | 'webgpu')[];

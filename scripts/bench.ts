@@ -10,11 +10,12 @@
  * Models: the shared test models, and (full run) SmolLM2-135M-shaped decoders with random weights in both
  * export flavours (tests/support/synthetic-decoder.ts), cached in .cache/bench-models/. Where a target is
  * missed, a per-operator ONNX Runtime profile of 1 vs 4 rows says where the time goes.
- * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
  *  6. the steerability pass after an extraction vs the extraction itself, on the same examples;
+ *  7. persona extraction on chat models: every answer a row of one batch vs one question at a time.
+ * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
  * --quick: Node only, shared models only, few steps (the CI smoke test). --models a,b,
  * --backends node-wasm,chromium-wasm,chromium-webgpu and --items steerability,capture,batchedStrengths,
- * againstTransformersJs,load (items 1 and 5 run only without --items, or 5 when named) run a subset.
+ * againstTransformersJs,personaExtraction,load (items 1 and 5 run only without --items, or 5 when named) run a subset.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -22,15 +23,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckPair } from '../src/engine/model/check.ts';
-import { openSession, prepareGraph } from '../src/engine/model/load.ts';
+import { loadModel, openSession, prepareGraph } from '../src/engine/model/load.ts';
 import { selfCheck } from '../src/engine/model/self-check.ts';
+import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
 import { createSession, ort } from '../src/engine/model/runtime.ts';
 import { SteerableModel } from '../src/engine/model/steerable-model.ts';
 import type { ModelConfig } from '../src/engine/model/steerable-model.ts';
 import { SMOLLM2_135M, writeSyntheticModel } from '../tests/support/synthetic-decoder.ts';
 import { sharedModel } from '../tests/support/paths.ts';
-import { type BenchItem, type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, median } from './bench-measure.ts';
+import { type BenchItem, type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, measurePersonaExtraction, median } from './bench-measure.ts';
 import { type TransformersModelOptions, transformersGenerator } from './bench-transformers.ts';
 import type { ChromiumRun } from './bench-chromium.ts';
 
@@ -56,6 +58,12 @@ const SYNTHETIC_MODELS: BenchModel[] = [
     folder: 'smollm2-135m-shape-builder', file: 'onnx/model_fp16.onnx', dtype: 'fp16', externalData: { name: 'model_fp16.onnx_data', path: 'onnx/model_fp16.onnx_data' },
     description: `builder export, fp16, GroupQueryAttention (${SHAPE})`, synthetic: true,
   },
+  // What a browser on WASM gets by default: 4-bit MatMulNBits weights (blocks of 32), as Transformers.js publishes them.
+  { folder: 'smollm2-135m-shape-torch-q4', file: 'onnx/model_q4.onnx', dtype: 'q4', description: `torch export, q4 MatMulNBits, fp32 activations (${SHAPE})`, synthetic: true },
+  {
+    folder: 'smollm2-135m-shape-builder-q4f16', file: 'onnx/model_q4f16.onnx', dtype: 'q4f16', externalData: { name: 'model_q4f16.onnx_data', path: 'onnx/model_q4f16.onnx_data' },
+    description: `builder export, q4 MatMulNBits, fp16 activations, GroupQueryAttention (${SHAPE})`, synthetic: true,
+  },
 ];
 
 const PLANS = {
@@ -73,7 +81,8 @@ function prepareModelsRoot(models: BenchModel[]): void {
   mkdirSync(modelsRoot, { recursive: true });
   for (const model of models) {
     const folder = path.join(modelsRoot, model.folder);
-    if (model.synthetic) writeSyntheticModel(folder, SMOLLM2_135M, model.dtype === 'fp16' ? 'builder' : 'torch');
+    const builder = model.dtype === 'fp16' || model.dtype === 'q4f16';
+    if (model.synthetic) writeSyntheticModel(folder, SMOLLM2_135M, builder ? 'builder' : 'torch', 1, model.dtype.startsWith('q4') ? 'q4' : 'float');
     else if (!existsSync(folder)) symlinkSync(sharedModel(model.folder), folder, 'dir');
   }
 }
@@ -204,18 +213,30 @@ async function benchModelNode(model: BenchModel, plan: BenchPlan) {
   await transformers?.dispose();
   await original.dispose();
   await instrumented.dispose();
-  return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements };
+  return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements, personaExtraction: !items || items.includes('personaExtraction') ? await personaExtractionNode(model) : undefined };
+}
+
+/** 7. Chat models only (a tokenizer with a chat template): persona extraction, batched vs one question at a time. */
+async function personaExtractionNode(model: BenchModel) {
+  if (quick || !existsSync(path.join(modelsRoot, model.folder, 'tokenizer.json'))) return undefined;
+  const loaded = await loadModel(new FolderSource(path.join(modelsRoot, model.folder)), { backend: 'wasm', dtype: model.dtype });
+  try {
+    return loaded.tokenizer?.hasChatTemplate ? await measurePersonaExtraction(loaded) : undefined;
+  } finally {
+    await loaded.dispose();
+  }
 }
 
 interface ModelResult {
   model: string;
   description: string;
-  backends: Partial<Record<Backend, (ModelMeasurements & { layers?: number }) | { skipped: string }>>;
+  backends: Partial<Record<Backend, (ModelMeasurements & { layers?: number; personaExtraction?: PersonaExtraction }) | { skipped: string }>>;
   load?: Awaited<ReturnType<typeof benchModelNode>>['load'];
   profile?: ReturnType<typeof profileBatching>;
 }
 
 type Backend = 'node-wasm' | 'chromium-wasm' | 'chromium-webgpu';
+type PersonaExtraction = Awaited<ReturnType<typeof measurePersonaExtraction>>;
 
 const fmt = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? '—' : value.toFixed(digits));
 const verdict = (ok: boolean | undefined) => (ok === undefined ? '' : ok ? 'met' : 'NOT met');
@@ -243,6 +264,13 @@ function printTable(results: ModelResult[], machine: string) {
         (b?.fourRowsTimeVsOne === undefined ? ' | — ' : ` | **${fmt(b.fourRowsTimeVsOne)}×** ${verdict(b.fourRowsTimeVsOne <= TARGETS.fourRowsTime)}; ${others} `) +
         (c ? `| ${fmt(c.batched, 1)} / ${fmt(c.single, 1)} = ${fmt(c.ratio)}× ` : '| — ') +
         (r ? `| ${fmt(r.steerabilitySeconds)} / ${fmt(r.extractionSeconds)} = **${fmt(r.ratio, 1)}×** ${verdict(r.ratio <= TARGETS.steerabilityVsExtraction)} (${r.scoredLayers} layers, ${r.examplesPerSide}+${r.examplesPerSide} examples) |` : '| — |'));
+    }
+  }
+  lines.push('\n7. persona extraction (misaligned-persona, 2 answers × 48 tokens per question and side, seed 0): all answers as rows of one batch / one question at a time');
+  for (const result of results) {
+    for (const [backend, entry] of Object.entries(result.backends)) {
+      const p = entry && 'steering' in entry ? entry.personaExtraction : undefined;
+      if (p) lines.push(`  ${result.model}, ${backend}: ${fmt(p.secondsBatched, 1)} s / ${fmt(p.secondsOneQuestionAtATime, 1)} s = **${fmt(p.speedup)}× faster**; cosine of the directions per layer ${p.cosineByLayer.map((c) => fmt(c, 3)).join(', ')}`);
     }
   }
   lines.push('\n2. where a generated token\'s time goes, ms: inside session.run / in the loop around it (Tiller | Transformers.js)');

@@ -3,7 +3,9 @@ import * as Comlink from 'comlink';
 import { openCheckPair } from '../../src/engine/model/check.ts';
 import { ort } from '../../src/engine/model/runtime.ts';
 import type { ModelConfig } from '../../src/engine/model/steerable-model.ts';
-import { type BenchModel, type BenchPlan, measureModel } from '../bench-measure.ts';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { FolderUrlSource } from '../../src/engine/sources/hub.ts';
+import { type BenchModel, type BenchPlan, measureModel, measurePersonaExtraction } from '../bench-measure.ts';
 import { transformersGenerator } from '../bench-transformers.ts';
 
 export interface PageBenchRequest {
@@ -40,11 +42,23 @@ async function run({ model, backend, plan }: PageBenchRequest) {
       if (theirVersion !== ort.env.versions.web) throw new Error(`Transformers.js runs ONNX Runtime Web ${theirVersion}, the engine ${ort.env.versions.web}`);
       theirs = await transformersGenerator(transformers, model.folder, { dtype: model.dtype, device: backend, externalData: model.externalData });
     }
-    return { layers: analysis.layerCount, ...(await measureModel(original, instrumented, plan, theirs)) };
+    const measured = await measureModel(original, instrumented, plan, theirs);
+    return { layers: analysis.layerCount, ...measured, personaExtraction: backend === 'wasm' ? await personaExtraction(model, base) : undefined };
   } finally {
     await theirs?.dispose();
     await original.dispose();
     await instrumented.dispose();
+  }
+}
+
+/** 6. Chat models only (a tokenizer with a chat template), on WASM: persona extraction, batched vs one question at a time. */
+async function personaExtraction(model: BenchModel, base: string) {
+  if (!(await fetch(`${base}tokenizer.json`)).ok) return undefined;
+  const loaded = await loadModel(new FolderUrlSource(new URL(base, self.location.href).href), { backend: 'wasm', dtype: model.dtype });
+  try {
+    return loaded.tokenizer?.hasChatTemplate ? await measurePersonaExtraction(loaded) : undefined;
+  } finally {
+    await loaded.dispose();
   }
 }
 

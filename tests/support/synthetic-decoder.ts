@@ -7,7 +7,9 @@
  *  - 'builder': an onnxruntime-genai model builder export, fp16, SkipSimplifiedLayerNormalization with the
  *    residual on output 3, GroupQueryAttention with rotary inside, no position_ids, weights in
  *    onnx/model_fp16.onnx_data (the name Transformers.js looks for).
- * Both tie the LM head to the embedding (MatMul by its transpose), as SmolLM2 does.
+ * Both tie the LM head to the embedding (MatMul by its transpose), as SmolLM2 does. With `weights: 'q4'`
+ * every projection is a MatMulNBits (4-bit, blocks of 32 along K, symmetric), as the q4 / q4f16 files
+ * Transformers.js publishes hold them; the embedding, norms and tied LM head stay float.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -30,6 +32,11 @@ export interface DecoderShape {
 export const SMOLLM2_135M: DecoderShape = { layers: 30, hidden: 576, heads: 9, kvHeads: 3, intermediate: 1536, vocab: 49152, maxPositions: 2048 };
 
 export type ExportFlavour = 'torch' | 'builder';
+/** 'q4-dequantized': the q4 weights decoded back into plain MatMuls, the reference a q4 graph is checked against. */
+export type WeightFormat = 'float' | 'q4' | 'q4-dequantized';
+
+/** MatMulNBits' block along K, in the 4-bit variants Transformers.js publishes. */
+const Q4_BLOCK = 32;
 
 /** How a torch-flavour decoder is put together; one preset per family structure below. */
 export interface TorchStructure {
@@ -181,12 +188,18 @@ export interface SyntheticModel {
 }
 
 /** Builds the graph in memory; weights are uniform with variance 1/fan-in (fp16-safe), seeded. */
-export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, seed = 1, structure: TorchStructure = LLAMA): SyntheticModel {
+export function syntheticDecoder(
+  shape: DecoderShape, flavour: ExportFlavour, seed = 1, structure: TorchStructure = LLAMA, weights: WeightFormat = 'float',
+): SyntheticModel {
   const { layers, hidden, heads, kvHeads, intermediate, vocab, maxPositions } = shape;
   const headDim = hidden / heads;
   const fp16 = flavour === 'builder';
+  const q4 = weights === 'q4';
+  const quantised = weights !== 'float';
   const floatType = fp16 ? TensorType.FLOAT16 : TensorType.FLOAT;
-  const externalName = fp16 ? 'model_fp16.onnx_data' : undefined;
+  // Transformers.js names: model{,_fp16,_q4,_q4f16}.onnx.
+  const baseName = `model${q4 ? (fp16 ? '_q4f16' : '_q4') : fp16 ? '_fp16' : ''}`;
+  const externalName = fp16 ? `${baseName}.onnx_data` : undefined;
   const g = new GraphWriter(externalName);
   const random = createRng(seed);
   const floats = (values: Float32Array) => (fp16 ? new Uint8Array(float32ToFloat16(values).buffer) : new Uint8Array(values.buffer));
@@ -198,6 +211,37 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
   };
   const weight = (name: string, dims: number[], fanIn: number, centre = 0) =>
     g.initializer(name, floatType, dims, floats(randomValues(dims, fanIn, centre)), true);
+  /**
+   * `input` times a [K, N] weight, 4-bit. ONNX Runtime's MatMulNBits (com.microsoft) takes B transposed and
+   * packed, uint8 [N, K/32, 16], two 4-bit codes a byte with the lower K index in the low nibble; scales
+   * [N · K/32] in the activations' type; no zero_points input, so every code is read as (code − 8) · scale.
+   * 'q4-dequantized' writes the decoded weights as a plain MatMul instead, the reference for the q4 graph.
+   */
+  const q4Product = (input: string, name: string, K: number, N: number) => {
+    const values = randomValues([K, N], K);
+    const dequantised = new Float32Array(K * N);
+    const blocks = K / Q4_BLOCK;
+    const packed = new Uint8Array(N * blocks * (Q4_BLOCK / 2));
+    const scales = new Float32Array(N * blocks);
+    for (let n = 0; n < N; n++) {
+      for (let b = 0; b < blocks; b++) {
+        let largest = 0;
+        for (let j = 0; j < Q4_BLOCK; j++) largest = Math.max(largest, Math.abs(values[(b * Q4_BLOCK + j) * N + n]));
+        const scale = largest / 7 || 1;
+        scales[n * blocks + b] = scale;
+        for (let j = 0; j < Q4_BLOCK; j++) {
+          const code = Math.max(-8, Math.min(7, Math.round(values[(b * Q4_BLOCK + j) * N + n] / scale))) + 8;
+          packed[(n * blocks + b) * (Q4_BLOCK / 2) + (j >> 1)] |= code << ((j & 1) * 4);
+          dequantised[(b * Q4_BLOCK + j) * N + n] = (code - 8) * scale;
+        }
+      }
+    }
+    if (!q4) return g.op('MatMul', [input, g.initializer(name, floatType, [K, N], floats(dequantised), true)]);
+    const packedName = g.initializer(`${name}_Q4`, TensorType.UINT8, [N, blocks, Q4_BLOCK / 2], packed, true);
+    const scalesName = g.initializer(`${name}_scales`, floatType, [N * blocks], floats(scales), true);
+    return g.op('MatMulNBits', [input, packedName, scalesName],
+      (a) => a.int('K', K).int('N', N).int('bits', 4).int('block_size', Q4_BLOCK), 'com.microsoft');
+  };
   /** x · W (+ b where the structure has biases); q8 as Optimum's dynamic quantisation writes it:
    *  DynamicQuantizeLinear (one scale for the whole tensor, batch included) → MatMulInteger → rescale. */
   const linear = (x: string, name: string, inputs: number, outputs: number) => {
@@ -211,6 +255,8 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
         xZeroPoint, g.initializer(`${name}.weight_zero_point`, TensorType.INT8, [], new Uint8Array(1))]);
       const scale = g.op('Mul', [xScale, g.initializer(`${name}.weight_scale`, TensorType.FLOAT, [], new Uint8Array(Float32Array.of(weightScale).buffer))]);
       product = g.op('Mul', [g.op('Cast', [integer], (a) => a.int('to', TensorType.FLOAT)), scale]);
+    } else if (quantised) {
+      product = q4Product(x, `${name}.weight`, inputs, outputs);
     } else {
       product = g.op('MatMul', [x, weight(`${name}.weight`, [inputs, outputs], inputs)]);
     }
@@ -402,7 +448,7 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
 
   const model = new ProtoWriter().int(1, 8).string(2, `tiller-synthetic-${flavour}`).bytes(7, g.graph.finish());
   model.message(8, (o) => o.string(1, '').int(2, 17));
-  if (fp16) model.message(8, (o) => o.string(1, 'com.microsoft').int(2, 1));
+  if (fp16 || q4) model.message(8, (o) => o.string(1, 'com.microsoft').int(2, 1));
   const config: Record<string, unknown> = structure !== LLAMA ? { ...familyConfig(shape, structure), bos_token_id: 1, eos_token_id: 2 } : {
     model_type: 'llama',
     architectures: ['LlamaForCausalLM'],
@@ -420,7 +466,8 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
     bos_token_id: 1,
     eos_token_id: 2,
     torch_dtype: fp16 ? 'float16' : 'float32',
-    ...(fp16 ? { 'transformers.js_config': { dtype: 'fp16', use_external_data_format: true, kv_cache_dtype: { fp16: 'float16' } } } : {}),
+    ...(fp16 ? { 'transformers.js_config': { dtype: q4 ? 'q4f16' : 'fp16', use_external_data_format: true, kv_cache_dtype: { [q4 ? 'q4f16' : 'fp16']: 'float16' } } } : {}),
+    ...(!fp16 && q4 ? { 'transformers.js_config': { dtype: 'q4' } } : {}),
   };
   let externalData: SyntheticModel['externalData'];
   if (externalName) {
@@ -433,14 +480,14 @@ export function syntheticDecoder(shape: DecoderShape, flavour: ExportFlavour, se
     }
     externalData = { path: externalName, data };
   }
-  return { file: fp16 ? 'onnx/model_fp16.onnx' : structure.q8 ? 'onnx/model_quantized.onnx' : 'onnx/model.onnx', graph: model.finish(), externalData, config };
+  return { file: structure.q8 ? 'onnx/model_quantized.onnx' : `onnx/${baseName}.onnx`, graph: model.finish(), externalData, config };
 }
 
 /** Writes the model into `folder` (Transformers.js layout) unless it is already there; returns the folder. */
-export function writeSyntheticModel(folder: string, shape: DecoderShape, flavour: ExportFlavour | Family, seed = 1): string {
+export function writeSyntheticModel(folder: string, shape: DecoderShape, flavour: ExportFlavour | Family, seed = 1, weights: WeightFormat = 'float'): string {
   const done = path.join(folder, '.complete');
   if (existsSync(done)) return folder;
-  const model = flavour === 'torch' || flavour === 'builder' ? syntheticDecoder(shape, flavour, seed) : syntheticFamily(shape, flavour, seed);
+  const model = flavour === 'torch' || flavour === 'builder' ? syntheticDecoder(shape, flavour, seed, LLAMA, weights) : syntheticFamily(shape, flavour, seed);
   mkdirSync(path.join(folder, 'onnx'), { recursive: true });
   writeFileSync(path.join(folder, model.file), model.graph);
   if (model.externalData) writeFileSync(path.join(folder, 'onnx', model.externalData.path), model.externalData.data);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { checkSteering, openCheckPair } from '../../src/engine/model/check.ts';
-import { syntheticDecoder } from '../support/synthetic-decoder.ts';
+import { LLAMA, syntheticDecoder } from '../support/synthetic-decoder.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -36,9 +36,13 @@ it('npm run bench -- --quick runs and writes its JSON report', async () => {
 });
 
 // The bench's SmolLM2-shaped models, small: the engine must account for both export flavours and steer them exactly.
-it.each(['torch', 'builder'] as const)('a synthetic %s-flavour decoder is analysed, instrumented and steered exactly', async (flavour) => {
-  const shape = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, vocab: 256, maxPositions: 64 };
-  const model = syntheticDecoder(shape, flavour);
+const SMALL = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, vocab: 256, maxPositions: 64 };
+const openPair = (model: ReturnType<typeof syntheticDecoder>) =>
+  openCheckPair(model.graph, model.file.split('/').pop()!, async () => model.externalData!.data, 'wasm', model.config);
+
+it.each([['torch', 'float'], ['builder', 'float'], ['torch', 'q4'], ['builder', 'q4']] as const)('a synthetic %s-flavour decoder (%s weights) is analysed, instrumented and steered exactly', async (flavour, weights) => {
+  const shape = SMALL;
+  const model = syntheticDecoder(shape, flavour, 1, LLAMA, weights);
   const readExternal = async (location: string) => {
     expect(location).toBe(model.externalData?.path);
     return model.externalData!.data;
@@ -50,4 +54,25 @@ it.each(['torch', 'builder'] as const)('a synthetic %s-flavour decoder is analys
   expect(report.ok).toBe(true);
   await original.dispose();
   await instrumented.dispose();
+});
+
+// MatMulNBits read as packed here: the q4 graph's logits are those of plain MatMuls holding the decoded weights.
+it.each(['torch', 'builder'] as const)('the q4 %s-flavour decoder computes with the 4-bit weights it was given', async (flavour) => {
+  const q4 = await openPair(syntheticDecoder(SMALL, flavour, 1, LLAMA, 'q4'));
+  const reference = await openPair(syntheticDecoder(SMALL, flavour, 1, LLAMA, 'q4-dequantized'));
+  const tokens = [[1, 17, 42, 99, 7, 200]];
+  const quantised = (await q4.original.forward({ tokens, logits: 'all' })).logits!;
+  const plain = (await reference.original.forward({ tokens, logits: 'all' })).logits!;
+  const float = (await (await openPair(syntheticDecoder(SMALL, flavour, 1, LLAMA, 'float'))).original.forward({ tokens, logits: 'all' })).logits!;
+  let worst = 0;
+  let largest = 0;
+  let quantisationError = 0;
+  for (let i = 0; i < plain.length; i++) {
+    worst = Math.max(worst, Math.abs(quantised[i] - plain[i]));
+    largest = Math.max(largest, Math.abs(plain[i]));
+    quantisationError = Math.max(quantisationError, Math.abs(float[i] - plain[i]));
+  }
+  expect(worst).toBeLessThan((flavour === 'torch' ? 1e-4 : 1e-2) * (1 + largest));
+  // …and the 4-bit weights are not the float ones: the comparison above can tell them apart.
+  expect(quantisationError).toBeGreaterThan(10 * worst);
 });

@@ -153,6 +153,25 @@ describe('persona sets on a chat model (answer tokens only)', () => {
     expect(result.layers.every((l) => Number.isFinite(l.norm) && l.meanResidualNorm > 0)).toBe(true);
   });
 
+  it('answers every question as rows of one batch: the same answers and directions as one question at a time', async () => {
+    const set = contrastiveSetOf(presetById('misaligned-persona'));
+    const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => dot(a, b) / (vectorLength(a) * vectorLength(b));
+    // Greedy: every answer is the one its question gets alone, so the directions agree.
+    const greedy = { answersPerQuestion: 1, answerTokens: 8, temperature: 0 };
+    const greedyBatched = await extractDirections(model, set, greedy);
+    const greedyAlone = await extractDirections(model, set, { ...greedy, answerRows: 1 });
+    expect(greedyBatched.sampleAnswers).toEqual(greedyAlone.sampleAnswers);
+    for (const [i, layer] of greedyBatched.layers.entries()) expect(cosine(layer.direction, greedyAlone.layers[i].direction)).toBeGreaterThan(0.999);
+    // Sampled at the same seed, against the recipe of one question per batch: every row draws its own
+    // stream either way, but this random model's next-token distribution is nearly flat over 32,000 tokens,
+    // so fp16 rounding that differs between batch shapes moves some draws; the directions stay close.
+    const sampled = { answersPerQuestion: 2, answerTokens: 8, seed: 3 };
+    const batched = await extractDirections(model, set, sampled);
+    const perQuestion = await extractDirections(model, set, { ...sampled, answerRows: 2 });
+    expect(batched.positiveCount).toBe(perQuestion.positiveCount);
+    for (const [i, layer] of batched.layers.entries()) expect(cosine(layer.direction, perQuestion.layers[i].direction)).toBeGreaterThan(0.95);
+  });
+
   it('refuses answer mode on raw texts, and persona sets on a model without a chat template', async () => {
     await expect(extractDirections(model, { kind: 'texts', positive: ['a', 'b'], negative: ['c', 'd'] }, { mode: 'answer' })).rejects.toThrow(/answer mode needs a chat/);
     const stories = await loadShared('stories');

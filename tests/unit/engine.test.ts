@@ -1,9 +1,33 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../../src/engine/model/load.ts';
+import { FolderSource } from '../../src/engine/sources/node-folder.ts';
+import { writeSyntheticModel } from '../support/synthetic-decoder.ts';
 import { checkSteering } from '../../src/engine/model/check.ts';
 import { generate } from '../../src/engine/generation/generate.ts';
-import { captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
+import { batchesByLength, captureHiddenStates } from '../../src/engine/directions/hidden-states.ts';
 import type { SteerableModel } from '../../src/engine/model/steerable-model.ts';
 import { STORIES_REFERENCE, graphPair, loadShared } from '../support/models.ts';
+
+/** Prompts of different lengths decoded as rows of one left-padded batch give each row's own greedy
+ *  tokens, and last-position logits within `tolerance` of the prompt run alone. */
+async function expectPaddedBatchMatchesAlone(model: SteerableModel, prompts: number[][], tolerance: number) {
+  expect(new Set(prompts.map((p) => p.length)).size).toBeGreaterThan(1);
+  const batched = await generate(model, { rowPromptIds: prompts, maxNewTokens: 12, sampling: { temperature: 0 } });
+  const width = Math.max(...prompts.map((p) => p.length));
+  const padded = await model.forward({ tokens: prompts.map((p) => [...new Array(width - p.length).fill(p[0]), ...p]), leftPadding: prompts.map((p) => width - p.length) });
+  const vocab = model.vocabSize;
+  for (const [row, ids] of prompts.entries()) {
+    const alone = await generate(model, { promptIds: ids, maxNewTokens: 12, sampling: { temperature: 0 } });
+    expect(batched.rows[row].tokenIds).toEqual(alone.rows[0].tokenIds);
+    const logits = (await model.forward({ tokens: [ids] })).logits!;
+    let worst = 0;
+    for (let i = 0; i < vocab; i++) worst = Math.max(worst, Math.abs(padded.logits![row * vocab + i] - logits[i]));
+    expect(worst).toBeLessThan(tolerance);
+  }
+}
 
 describe('stories260K (torch export, fp32) on WASM', () => {
   let model: SteerableModel;
@@ -31,6 +55,17 @@ describe('stories260K (torch export, fp32) on WASM', () => {
     expect(batched.rows[0].tokenIds).toEqual(alone.rows[0].tokenIds);
     expect(batched.rows[2].tokenIds).toEqual(alone.rows[0].tokenIds);
     expect(batched.rows[1].tokenIds).not.toEqual(alone.rows[0].tokenIds);
+  });
+
+  it('answer-only steering prefills once for all rows: each row decodes as it would alone', async () => {
+    const direction = Float32Array.from({ length: 64 }, (_, i) => Math.cos(i) * 3);
+    const rows = [[], [{ layer: 2, vector: direction }], [{ layer: 3, vector: direction.map((v) => -v) }]];
+    const request = { prompt: 'Lily was very', maxNewTokens: 20, steerPrompt: false };
+    const batched = await generate(model, { ...request, rows });
+    for (const [index, row] of rows.entries()) {
+      expect(batched.rows[index].tokenIds).toEqual((await generate(model, { ...request, rows: [row] })).rows[0].tokenIds);
+    }
+    expect(batched.rows[1].tokenIds).not.toEqual(batched.rows[0].tokenIds); // the steering does act after the prompt
   });
 
   it('row 0 at strength 0 has the logits of an unbatched unsteered run', async () => {
@@ -103,12 +138,15 @@ describe('stories260K (torch export, fp32) on WASM', () => {
 
   it('captures the same hidden states for a prompt alone and inside a batch', async () => {
     const encode = (text: string) => model.tokenizer!.encode(text);
-    const target = encode('The cat sat on the mat');
-    const prompts = [encode('Lily was very happy'), target, encode('Tom was very angry and then he ran home'), encode('A girl ran')];
+    const target = encode('The cat sat on the mat and looked at the big red ball in the garden');
+    const longer = encode('The cat sat on the mat and looked at the big red ball in the garden all day');
+    const prompts = [encode('Lily was very happy'), target, longer, encode('Tom was very angry and then he ran home'), encode('A girl ran')];
     const layers = [0, 2, 4];
     const alone = await captureHiddenStates(model, { prompts: [target], layers, reduce: 'mean' });
     const batched = await captureHiddenStates(model, { prompts, layers, reduce: 'mean', batchSize: 8 });
-    expect(new Set(prompts.map((p) => p.length)).size).toBeGreaterThan(1); // shorter prompts were padded
+    // The target shares its batch with a slightly longer prompt, so it was padded.
+    expect(batchesByLength(prompts.map((p) => p.length), 8)).toContainEqual([1, 2]);
+    expect(longer.length).toBeGreaterThan(target.length);
     for (let i = 0; i < layers.length; i++) {
       const a = alone.vectors[0][i];
       const b = batched.vectors[1][i];
@@ -118,6 +156,17 @@ describe('stories260K (torch export, fp32) on WASM', () => {
     const full = await model.forward({ tokens: [target], logits: 'none', hiddenLayers: [4] });
     const lastRow = full.hidden.get(4)!.subarray((target.length - 1) * 64, target.length * 64);
     expect(Array.from(last.vectors[0][0])).toEqual(Array.from(lastRow));
+  });
+
+  it('decodes prompts of different lengths as rows of one left-padded batch, each as it would alone', async () => {
+    const encode = (text: string) => model.tokenizer!.encode(text);
+    await expectPaddedBatchMatchesAlone(model, [encode('Lily was very'), encode('Tom went to the park with his big red ball and'), encode('Once')], 1e-4);
+  });
+
+  it('batches prompts of nearly one length only, at most batchSize at a time', () => {
+    // 10 and 10 pad nothing; 16 beside 17 pads 1 token of 33; 17 beside 30 would pad 13 of 47.
+    expect(batchesByLength([30, 10, 17, 10, 16], 8)).toEqual([[1, 3], [4, 2], [0]]);
+    expect(batchesByLength([5, 5, 5, 5, 5], 2)).toEqual([[0, 1], [2, 3], [4]]);
   });
 
   it('averages over a token range only', async () => {
@@ -155,6 +204,11 @@ describe('builder export (fused, fp16, external data) on WASM', () => {
     expect(raw.promptIds).toEqual(model.tokenizer!.encode('Hello there'));
   });
 
+  it('decodes chat prompts of different lengths as rows of one left-padded batch, each as it would alone', async () => {
+    const chat = (content: string) => model.tokenizer!.encode(model.tokenizer!.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true }), { addSpecialTokens: false });
+    await expectPaddedBatchMatchesAlone(model, [chat('Hi'), chat('What would you do if you ruled the world for a day?'), chat('Tell me a joke about cats')], 0.05);
+  });
+
   it('steers fp16 rows independently', async () => {
     const vector = Float32Array.from({ length: 16 }, (_, i) => (i % 2 ? 1 : -1) * 2);
     const tokens = model.tokenizer!.encode('Hello there');
@@ -180,4 +234,25 @@ describe('tiller check logic on every shared graph', () => {
       await instrumented.dispose();
     });
   }
+});
+
+describe('left padding is used only where the graph honours it', () => {
+  const shape = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, vocab: 256, maxPositions: 64 };
+  const load = (flavour: 'torch' | 'builder') =>
+    loadModel(new FolderSource(writeSyntheticModel(mkdtempSync(path.join(tmpdir(), `tiller-pad-${flavour}-`)), shape, flavour)), { backend: 'wasm' });
+
+  it('torch flavour: masked attention, padded rows decode as alone; GroupQueryAttention (builder flavour) is refused', async () => {
+    const torch = await load('torch');
+    expect(await torch.canPadLeft()).toBe(true);
+    await expectPaddedBatchMatchesAlone(torch, [[1, 5, 9], [1, 7, 3, 8, 20, 11, 4], [1, 2]], 1e-4);
+    await torch.dispose();
+
+    const builder = await load('builder');
+    // GroupQueryAttention counts a row's tokens from the mask's sum, not where its zeros are.
+    expect(await builder.canPadLeft()).toBe(false);
+    await expect(generate(builder, { rowPromptIds: [[1, 5, 9], [1, 7]], maxNewTokens: 2 })).rejects.toThrow(/cannot decode prompts of different lengths/);
+    const sameLength = await generate(builder, { rowPromptIds: [[1, 5, 9], [1, 7, 3]], maxNewTokens: 2 });
+    expect(sameLength.rows.map((row) => row.tokenIds.length)).toEqual([2, 2]);
+    await builder.dispose();
+  });
 });

@@ -28,6 +28,9 @@ export interface ExtractOptions {
   /** Persona sets in answer mode: sampled answers per question and side (default 2), their length (default 48). */
   answersPerQuestion?: number;
   answerTokens?: number;
+  /** Most answers decoded side by side as rows of one batch (default 32). `answersPerQuestion` decodes one
+   *  question at a time, as extraction did before answers were batched. */
+  answerRows?: number;
   temperature?: number;
   seed?: number;
   batchSize?: number;
@@ -166,7 +169,11 @@ export function textScoringExamples(positive: number[][], negative: number[][]):
   };
 }
 
-/** Sampled answers under both system prompts, kept as pairs (same question, same sample) with both answers non-empty. */
+/**
+ * Sampled answers under both system prompts, kept as pairs (same question, same sample) with both answers
+ * non-empty. Every answer is a row of a batch (prompts sorted by length, shorter ones left-padded), each
+ * drawing the random stream it would draw alone (seed + sample number), so batching changes no answer.
+ */
 async function answerAll(
   model: SteerableModel,
   positivePrompts: number[][],
@@ -175,39 +182,65 @@ async function answerAll(
   controls: ExtractControls,
 ) {
   const perQuestion = options.answersPerQuestion ?? 2;
-  const answer = async (promptIds: number[]) => {
+  const maxNewTokens = options.answerTokens ?? 48;
+  const seed = options.seed ?? 0;
+  const rowsPerBatch = Math.max(1, options.answerRows ?? 32);
+  const jobs = [positivePrompts, negativePrompts].flatMap((prompts, side) =>
+    prompts.flatMap((prompt, question) => Array.from({ length: perQuestion }, (_, sample) => ({ side, question, sample, prompt }))));
+  jobs.sort((a, b) => a.prompt.length - b.prompt.length);
+  // A graph that cannot pad (see canPadLeft) batches prompts of one length only.
+  const canPad = await model.canPadLeft();
+  const batches: (typeof jobs)[] = [];
+  for (const job of jobs) {
+    const last = batches.at(-1);
+    const fits = last && last.length < rowsPerBatch && (canPad || last[0].prompt.length === job.prompt.length);
+    if (fits) last.push(job);
+    else batches.push([job]);
+  }
+
+  const answers = [positivePrompts, negativePrompts].map((prompts) => prompts.map(() => new Array<number[]>(perQuestion)));
+  const texts = [positivePrompts, negativePrompts].map((prompts) => prompts.map(() => ''));
+  let done = 0;
+  for (const batch of batches) {
+    controls.signal?.throwIfAborted(); // a cancelled generation returns early; the remaining batches must not start
+    let reported = -1;
     const result = await generate(model, {
-      promptIds,
-      maxNewTokens: options.answerTokens ?? 48,
-      sampling: { temperature: options.temperature ?? 0.8, topP: 0.95, seed: options.seed ?? 0 },
-      rows: Array.from({ length: perQuestion }, () => []),
-      seedPerRow: true,
-    }, { signal: controls.signal });
-    return result.rows;
-  };
+      rowPromptIds: batch.map((job) => job.prompt),
+      rowSeeds: batch.map((job) => seed + job.sample),
+      maxNewTokens,
+      sampling: { temperature: options.temperature ?? 0.8, topP: 0.95 },
+    }, {
+      signal: controls.signal,
+      onToken: ({ step }) => {
+        if (step === reported) return;
+        reported = step;
+        controls.onProgress?.('answering', done + Math.floor((batch.length * (step + 1)) / maxNewTokens), jobs.length);
+      },
+    });
+    batch.forEach((job, row) => {
+      answers[job.side][job.question][job.sample] = result.rows[row].tokenIds;
+      if (job.sample === 0) texts[job.side][job.question] = result.rows[row].text;
+    });
+    done += batch.length;
+    controls.onProgress?.('answering', done, jobs.length);
+  }
+
   const positive: (Example & { question: number })[] = [];
   const negative: (Example & { question: number })[] = [];
   const samples = { positive: [] as string[], negative: [] as string[] };
-  const total = positivePrompts.length * 2;
+  const example = (prompt: number[], answerIds: number[]): Example => ({
+    ids: [...prompt, ...answerIds],
+    range: [prompt.length, prompt.length + answerIds.length],
+  });
   for (let q = 0; q < positivePrompts.length; q++) {
-    controls.signal?.throwIfAborted(); // a cancelled generation returns early; the remaining questions must not start
-    const positiveAnswers = await answer(positivePrompts[q]);
-    controls.onProgress?.('answering', 2 * q + 1, total);
-    const negativeAnswers = await answer(negativePrompts[q]);
-    controls.onProgress?.('answering', 2 * q + 2, total);
     for (let k = 0; k < perQuestion; k++) {
-      const [p, n] = [positiveAnswers[k], negativeAnswers[k]];
-      if (p.tokenIds.length === 0 || n.tokenIds.length === 0) continue;
-      const example = (prompt: number[], answerIds: number[]) => ({
-        ids: [...prompt, ...answerIds],
-        range: [prompt.length, prompt.length + answerIds.length] as [number, number],
-        question: q,
-      });
-      positive.push(example(positivePrompts[q], p.tokenIds));
-      negative.push(example(negativePrompts[q], n.tokenIds));
+      const [p, n] = [answers[0][q][k], answers[1][q][k]];
+      if (p.length === 0 || n.length === 0) continue;
+      positive.push({ ...example(positivePrompts[q], p), question: q });
+      negative.push({ ...example(negativePrompts[q], n), question: q });
       if (k === 0 && samples.positive.length < 3) {
-        samples.positive.push(p.text);
-        samples.negative.push(n.text);
+        samples.positive.push(texts[0][q]);
+        samples.negative.push(texts[1][q]);
       }
     }
   }

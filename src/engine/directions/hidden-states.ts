@@ -3,7 +3,9 @@
  * last token or the mean over tokens (optionally over a token range, e.g. only answer tokens).
  * Prompts are sorted by length and batched, shorter ones padded on the right: in a causal decoder no
  * position sees the ones after it, so padding changes nothing that is read (except where the graph
- * couples rows and positions, q8: there each prompt runs alone).
+ * couples rows and positions, q8: there each prompt runs alone). Padding still costs a full token's
+ * compute, and on a CPU a batch saves less than that (prompts 8–24 tokens long in batches of 16 ran
+ * 0.74–0.88× as fast as one at a time), so a batch only takes prompts of nearly its length.
  */
 import type { SteerableModel, SteeringRow } from '../model/steerable-model.ts';
 import { yieldToEventLoop } from '../generation/yield.ts';
@@ -21,6 +23,29 @@ export interface CaptureRequest {
   steering?: SteeringRow;
   /** Most prompts in one forward pass (default 16). */
   batchSize?: number;
+}
+
+/** Padding a batch may carry, as a share of its real tokens. */
+const PADDING_SHARE = 1 / 16;
+
+/** Prompt indices, sorted by length and cut into batches of at most `batchSize` whose padding (every
+ *  row as long as the last, longest one) stays within PADDING_SHARE of their tokens. */
+export function batchesByLength(lengths: number[], batchSize: number): number[][] {
+  const order = lengths.map((_, index) => index).sort((a, b) => lengths[a] - lengths[b]);
+  const batches: number[][] = [];
+  let tokens = 0;
+  for (const index of order) {
+    const batch = batches.at(-1);
+    const width = lengths[index];
+    if (batch && batch.length < batchSize && (batch.length + 1) * width - (tokens + width) <= PADDING_SHARE * (tokens + width)) {
+      batch.push(index);
+      tokens += width;
+    } else {
+      batches.push([index]);
+      tokens = width;
+    }
+  }
+  return batches;
 }
 
 export interface CaptureControls {
@@ -52,13 +77,12 @@ export async function captureHiddenStates(model: SteerableModel, request: Captur
   });
 
   if (layers.length === 0) throw new Error('capture needs at least one layer');
-  const order = prompts.map((_, index) => index).sort((a, b) => prompts[a].length - prompts[b].length);
   const vectors: Float32Array[][] = prompts.map(() => []);
   const tokenNorms: number[][] = prompts.map(() => []);
-  for (let first = 0; first < order.length; first += batchSize) {
+  let done = 0;
+  for (const members of batchesByLength(prompts.map((ids) => ids.length), batchSize)) {
     await yieldToEventLoop();
     if (controls.signal?.aborted) throw new DOMException('hidden-state capture was cancelled', 'AbortError');
-    const members = order.slice(first, first + batchSize);
     const width = prompts[members[members.length - 1]].length;
     const result = await model.forward({
       tokens: members.map((index) => [...prompts[index], ...new Array(width - prompts[index].length).fill(prompts[index].at(-1))]),
@@ -87,7 +111,8 @@ export async function captureHiddenStates(model: SteerableModel, request: Captur
         tokenNorms[promptIndex][layerIndex] = normSum / (end - start);
       });
     });
-    controls.onProgress?.(Math.min(first + batchSize, order.length), prompts.length);
+    done += members.length;
+    controls.onProgress?.(done, prompts.length);
   }
   return { layers, hiddenSize: hidden, vectors, tokenNorms };
 }

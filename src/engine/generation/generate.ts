@@ -1,7 +1,8 @@
 /**
  * The generation loop: every batch row shares one prompt and carries its own steering, so several
  * strengths decode side by side for little more than the cost of one. Prefill, then one token per
- * step with the KV cache fed back; tokens stream as they are decoded.
+ * step with the KV cache fed back; tokens stream as they are decoded. Rows may also have prompts of
+ * their own (many questions answered at once): shorter ones are padded on the left and masked.
  */
 import { type SamplingOptions, chooseToken, createRng } from './sampling.ts';
 import type { SteerableModel, SteeringRow } from '../model/steerable-model.ts';
@@ -18,6 +19,10 @@ export interface GenerateRequest {
   chatContext?: Record<string, unknown>;
   /** Token ids instead of text. */
   promptIds?: number[];
+  /** A prompt of its own per row (token ids), instead of one shared prompt; `rows` then defaults to one
+   *  unsteered row per prompt. Prompts of different lengths need a graph that honours the attention
+   *  mask (SteerableModel.canPadLeft). */
+  rowPromptIds?: number[][];
   maxNewTokens?: number;
   sampling?: SamplingOptions;
   /** One entry per batch row (default: one unsteered row). */
@@ -27,6 +32,8 @@ export interface GenerateRequest {
   /** Give each row its own random stream (seed + row), for several samples of one prompt; by default every
    *  row draws the same stream, so rows differ only by their steering. */
   seedPerRow?: boolean;
+  /** Each row's seed, overriding both of the above (so a row draws the same stream in any batch). */
+  rowSeeds?: number[];
   /** Tokens that end a row besides the model's EOS (llama2.c models end stories with BOS, for one). */
   stopTokenIds?: number[];
 }
@@ -50,8 +57,9 @@ export interface GeneratedRow {
 
 export interface GenerateResult {
   rows: GeneratedRow[];
+  /** The prompt as decoded (row 0's, with rowPromptIds). */
   promptIds: number[];
-  /** Prompt tokens dropped from the start to fit the context window. */
+  /** Prompt tokens dropped from the start to fit the context window (the most of any row). */
   truncatedPromptTokens: number;
   prefillMs: number;
   decodeMs: number;
@@ -112,37 +120,54 @@ function hasNonFinite(values: Float32Array): boolean {
 }
 
 export async function generate(model: SteerableModel, request: GenerateRequest, controls: GenerateControls = {}): Promise<GenerateResult> {
-  const rows = request.rows && request.rows.length > 0 ? request.rows : [[]];
+  const ownPrompts = request.rowPromptIds;
+  if (ownPrompts && ownPrompts.length === 0) throw new Error('rowPromptIds is empty: give one prompt per row');
+  const rows = request.rows && request.rows.length > 0 ? request.rows : (ownPrompts ?? [[]]).map(() => []);
   checkSteeringMagnitude(model, rows);
   const batch = rows.length;
+  if (ownPrompts && ownPrompts.length !== batch) throw new Error(`${ownPrompts.length} row prompts for ${batch} steering rows: give one per row`);
   const sampling = request.sampling ?? {};
   const steerPrompt = request.steerPrompt ?? true;
   const stop = new Set([...model.eosTokenIds, ...(request.stopTokenIds ?? [])]);
 
-  let promptIds = promptTokenIds(model, request);
-  if (promptIds.length === 0) throw new Error('the prompt is empty and the tokenizer adds no BOS token: give at least one token');
   const requested = request.maxNewTokens ?? 64;
   if (!Number.isInteger(requested) || requested < 1) throw new Error(`maxNewTokens must be a whole number ≥ 1, not ${requested}`);
   // The answer gets at most half the context; older prompt tokens make way for it, but a leading BOS stays.
   const room = model.contextLength;
   const maxNewTokens = Math.min(requested, Math.floor(room / 2));
   let truncatedPromptTokens = 0;
-  if (promptIds.length + maxNewTokens > room) {
-    truncatedPromptTokens = promptIds.length + maxNewTokens - room;
-    const keepsBos = promptIds[0] === model.tokenizer?.bosTokenId ? 1 : 0;
-    promptIds = [...promptIds.slice(0, keepsBos), ...promptIds.slice(keepsBos + truncatedPromptTokens)];
+  const fitted = (ids: number[]) => {
+    if (ids.length === 0) throw new Error('the prompt is empty and the tokenizer adds no BOS token: give at least one token');
+    if (ids.length + maxNewTokens <= room) return ids;
+    const cut = ids.length + maxNewTokens - room;
+    truncatedPromptTokens = Math.max(truncatedPromptTokens, cut);
+    const keepsBos = ids[0] === model.tokenizer?.bosTokenId ? 1 : 0;
+    return [...ids.slice(0, keepsBos), ...ids.slice(keepsBos + cut)];
+  };
+  const prompts = ownPrompts ? ownPrompts.map(fitted) : new Array<number[]>(batch).fill(fitted(promptTokenIds(model, request)));
+  const promptIds = prompts[0];
+  // Different lengths: pad on the left (with each row's own first token, a real one) so every row's last
+  // prompt token is the batch's last position.
+  const width = Math.max(...prompts.map((ids) => ids.length));
+  const leftPadding = prompts.map((ids) => width - ids.length);
+  const padded = prompts.map((ids, row) => [...new Array<number>(leftPadding[row]).fill(ids[0]), ...ids]);
+  if (leftPadding.some((pad) => pad > 0) && !(await model.canPadLeft())) {
+    throw new Error(`${model.id} cannot decode prompts of different lengths in one batch (its attention ignores where the mask's zeros are): give the rows prompts of one length, or run them one at a time`);
   }
 
   const decode = (ids: number[]) => model.tokenizer?.decode(ids, { skipSpecialTokens: true }) ?? ids.join(' ');
   const streams = rows.map(() => new TokenTextStream(decode));
   const generated: number[][] = rows.map(() => []);
   const finish: (FinishReason | undefined)[] = rows.map(() => undefined);
-  const random = rows.map((_, row) => createRng((sampling.seed ?? 0) + (request.seedPerRow ? row : 0)));
+  const random = rows.map((_, row) => createRng(request.rowSeeds?.[row] ?? (sampling.seed ?? 0) + (request.seedPerRow ? row : 0)));
+
+  // Answer-only steering: every row's prompt is the same and unsteered, so one row prefills for all.
+  const sharedPrefill = !steerPrompt && !ownPrompts && batch > 1;
 
   const started = performance.now();
   let prefillMs = 0;
   let cache = undefined as Awaited<ReturnType<SteerableModel['forward']>>['cache'];
-  let input = rows.map(() => promptIds);
+  let input = padded;
   let decodeSteps = 0;
   try {
     for (let step = 0; step < maxNewTokens; step++) {
@@ -151,23 +176,25 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
         finish.forEach((reason, row) => (finish[row] = reason ?? 'cancelled'));
         break;
       }
+      const prefillOnce = step === 0 && sharedPrefill;
       const result = await model.forward({
-        tokens: input,
+        tokens: prefillOnce ? input.slice(0, 1) : input,
         past: cache,
+        leftPadding: step === 0 && leftPadding.some((pad) => pad > 0) ? leftPadding : undefined,
         steering: step === 0 && !steerPrompt ? undefined : rows,
         logits: 'last',
         keepCache: true,
       });
-      cache = result.cache;
+      cache = prefillOnce ? await model.replicateCache(result.cache!, batch) : result.cache;
       if (step === 0) prefillMs = performance.now() - started;
       else decodeSteps++;
       const logits = result.logits!;
-      const vocab = logits.length / batch;
+      const vocab = logits.length / (prefillOnce ? 1 : batch);
       const next: number[][] = [];
       for (let row = 0; row < batch; row++) {
-        const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
+        const rowLogits = prefillOnce ? logits : logits.subarray(row * vocab, (row + 1) * vocab);
         if (finish[row]) {
-          next.push([generated[row].at(-1) ?? promptIds.at(-1)!]);
+          next.push([generated[row].at(-1) ?? prompts[row].at(-1)!]);
           continue;
         }
         if (hasNonFinite(rowLogits)) {
@@ -177,7 +204,7 @@ export async function generate(model: SteerableModel, request: GenerateRequest, 
             : `row ${row} produced non-finite logits at step ${step} without steering: the model overflowed` +
                 (model.info.residualDtype === 'float16' ? ' in float16; try an fp32 or q4 variant.' : '.'));
         }
-        const token = chooseToken(rowLogits, [...promptIds, ...generated[row]], sampling, random[row]);
+        const token = chooseToken(rowLogits, [...prompts[row], ...generated[row]], sampling, random[row]);
         next.push([token]);
         if (stop.has(token)) {
           finish[row] = 'stop';

@@ -46,22 +46,9 @@ export function chooseToken(
 
   if (topK === vocabSize && topP === 1) return drawFromAll(vocabSize, weightOf, random);
 
-  let candidates: Int32Array;
-  let nucleusMass: number;
-  if (topK < vocabSize) {
-    candidates = bestTokens(scores, topK);
-    nucleusMass = topP * massOf(candidates, candidates.length, weightOf);
-  } else {
-    // Top-p alone: rather than sort the whole vocabulary, take ever larger best-first batches until one holds the nucleus.
-    let totalMass = 0;
-    for (let id = 0; id < vocabSize; id++) totalMass += weightOf(id);
-    nucleusMass = topP * totalMass;
-    for (let count = Math.min(64, vocabSize); ; count = Math.min(vocabSize, count * 8)) {
-      candidates = bestTokens(scores, count);
-      if (count === vocabSize || massOf(candidates, count, weightOf) >= nucleusMass) break;
-    }
-  }
-
+  if (topK === vocabSize) return drawFromNucleus(scores, maxScore, temperature, topP, random);
+  const candidates = bestTokens(scores, topK);
+  const nucleusMass = topP * massOf(candidates, candidates.length, weightOf);
   let kept = 0;
   let keptMass = 0;
   while (kept < candidates.length && (kept === 0 || keptMass < nucleusMass)) keptMass += weightOf(candidates[kept++]);
@@ -99,6 +86,65 @@ function drawFromAll(vocabSize: number, weightOf: (id: number) => number, random
     if (remaining < 0) return id;
   }
   return vocabSize - 1; // only reached through rounding
+}
+
+/** Buckets of the log-weight range in drawFromNucleus. */
+const NUCLEUS_BUCKETS = 1024;
+
+/**
+ * Top-p alone. The nucleus of a flat distribution (a random model's, or any at a high temperature) is most
+ * of the vocabulary, and ranking 32,000 token ids took 50 ms a draw. Instead the tokens go into buckets by
+ * log-weight, best first; bucket masses locate the end of the nucleus and the drawn token, and only those
+ * one or two buckets are ranked (by weight, then id, as bestTokens ranks). The same nucleus and the same
+ * distribution as ranking everything; only the order of floating-point sums differs.
+ */
+function drawFromNucleus(scores: Float32Array, maxScore: number, temperature: number, topP: number, random: () => number): number {
+  const vocabSize = scores.length;
+  let widest = 0;
+  for (let id = 0; id < vocabSize; id++) widest = Math.max(widest, maxScore - scores[id]);
+  const bucketScale = widest > 0 ? (NUCLEUS_BUCKETS / widest) * (1 - 1e-9) : 0;
+  const weights = new Float64Array(vocabSize);
+  const bucketOf = new Uint16Array(vocabSize);
+  const bucketMass = new Float64Array(NUCLEUS_BUCKETS);
+  let totalMass = 0;
+  for (let id = 0; id < vocabSize; id++) {
+    const gap = maxScore - scores[id];
+    const weight = Math.exp(-gap / temperature);
+    const bucket = Math.min(NUCLEUS_BUCKETS - 1, Math.floor(gap * bucketScale));
+    weights[id] = weight;
+    bucketOf[id] = bucket;
+    bucketMass[bucket] += weight;
+    totalMass += weight;
+  }
+  const ranked = (bucket: number) => {
+    const members: number[] = [];
+    for (let id = 0; id < vocabSize; id++) if (bucketOf[id] === bucket) members.push(id);
+    return members.sort((a, b) => weights[b] - weights[a]); // stable: equal weights stay in id order
+  };
+
+  // The nucleus: whole buckets, then the best of the bucket where it ends.
+  const nucleusMass = topP * totalMass;
+  let lastBucket = 0;
+  let keptMass = 0;
+  while (lastBucket < NUCLEUS_BUCKETS - 1 && keptMass + bucketMass[lastBucket] < nucleusMass) keptMass += bucketMass[lastBucket++];
+  const lastMembers = ranked(lastBucket);
+  let keptInLast = 0;
+  while (keptInLast < lastMembers.length && (keptInLast === 0 || keptMass < nucleusMass)) keptMass += weights[lastMembers[keptInLast++]];
+
+  let remaining = random() * keptMass;
+  for (let bucket = 0; bucket <= lastBucket; bucket++) {
+    if (bucket < lastBucket && remaining >= bucketMass[bucket]) {
+      remaining -= bucketMass[bucket];
+      continue;
+    }
+    const members = bucket === lastBucket ? lastMembers.slice(0, keptInLast) : ranked(bucket);
+    for (const id of members) {
+      remaining -= weights[id];
+      if (remaining < 0) return id;
+    }
+    return members[members.length - 1]; // only reached through rounding
+  }
+  return lastMembers[keptInLast - 1]; // only reached through rounding
 }
 
 function massOf(ids: Int32Array, count: number, weightOf: (id: number) => number): number {

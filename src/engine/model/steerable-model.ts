@@ -28,12 +28,19 @@ export interface KvCache {
   batch: number;
   /** Graphs whose rows are not independent run row by row: one single-row cache per row (tensors empty). */
   rows?: KvCache[];
+  /** Leading padding tokens per row, as the prefill that made this cache was given them. */
+  leftPadding?: number[];
 }
 
 export interface ForwardStep {
-  /** Token ids per batch row; every row has the same length (no padding). */
+  /** Token ids per batch row; every row has the same length (rows of different prompts: see leftPadding). */
   tokens: number[][];
   past?: KvCache;
+  /** Prefill of different prompts in one batch: per row, how many tokens at its start are padding. They
+   *  are masked out of attention; later steps read this from the cache. Positions still count the padding:
+   *  rotary attention depends only on position differences, and some exports (stories260K's) build their
+   *  causal mask from position_ids, which per-row positions would break. */
+  leftPadding?: number[];
   /** One entry per batch row; missing rows or layers add nothing. Read once per array: the tensors
    *  built from it are reused while the same array comes back (every step of a generation). */
   steering?: SteeringRow[];
@@ -112,6 +119,7 @@ export class SteerableModel {
   /** Per-row steering arrays for graphs run row by row, kept so each row's tensors are built once. */
   private readonly steeringByRow = new WeakMap<SteeringRow[], SteeringRow[][]>();
   selfCheck?: SelfCheckResult;
+  private leftPaddingCheck?: Promise<boolean>;
 
   constructor(
     readonly id: string,
@@ -192,11 +200,61 @@ export class SteerableModel {
     return { tensors, length: 0, batch };
   }
 
+  /** A one-row cache copied to `batch` rows (rows that share an unsteered prompt share its prefill); the
+   *  one-row cache is released. GPU tensors are read back once and go up again as inputs of the next step. */
+  async replicateCache(cache: KvCache, batch: number): Promise<KvCache> {
+    if (cache.batch !== 1) throw new Error(`replicateCache: the cache holds ${cache.batch} rows, not one`);
+    const tensors = new Map<string, ort.Tensor>();
+    const rowTensors = new Map<string, { type: ort.Tensor.Type; data: Float32Array | Uint16Array; dims: readonly number[] }>();
+    for (const [name, tensor] of cache.tensors) {
+      const data = (await tensor.getData()) as Float32Array | Uint16Array;
+      rowTensors.set(name, { type: tensor.type, data, dims: tensor.dims });
+      if (this.rowByRow) continue;
+      const copies = new (data.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(data.length * batch);
+      for (let row = 0; row < batch; row++) copies.set(data, row * data.length);
+      tensors.set(name, new ort.Tensor(tensor.type, copies, [batch, ...tensor.dims.slice(1)]));
+    }
+    this.releaseCache(cache);
+    if (!this.rowByRow) return { tensors, length: cache.length, batch };
+    // Row by row: one single-row cache per row, reading the same (never written) data.
+    const rows = Array.from({ length: batch }, (): KvCache => ({
+      tensors: new Map([...rowTensors].map(([name, { type, data, dims }]) => [name, new ort.Tensor(type, data, dims)])),
+      length: cache.length,
+      batch: 1,
+    }));
+    return { tensors, length: cache.length, batch, rows };
+  }
+
   releaseCache(cache: KvCache | undefined): void {
     if (!cache) return;
     for (const tensor of cache.tensors.values()) if (tensor.location === 'gpu-buffer') tensor.dispose();
     cache.tensors.clear();
     for (const row of cache.rows ?? []) this.releaseCache(row);
+  }
+
+  /**
+   * Whether prompts of different lengths can share a batch, left-padded. A graph can honour the attention
+   * mask's length but not where its zeros are (GroupQueryAttention counts a row's tokens from the mask's
+   * sum), so this is checked once by numbers: a short prompt's last logits, padded beside a longer prompt,
+   * against the prompt alone.
+   */
+  canPadLeft(): Promise<boolean> {
+    this.leftPaddingCheck ??= (async () => {
+      if (!this.analysis.attentionMask) return false;
+      const ids = Array.from({ length: 8 }, (_, i) => (1 + 7 * i) % this.vocabSize);
+      const short = ids.slice(0, 3);
+      const alone = (await this.forward({ tokens: [short] })).logits!;
+      const padded = (await this.forward({ tokens: [[...new Array<number>(5).fill(short[0]), ...short], ids], leftPadding: [5, 0] })).logits!;
+      let worst = 0;
+      let largest = 0;
+      for (let i = 0; i < alone.length; i++) {
+        worst = Math.max(worst, Math.abs(padded[i] - alone[i]));
+        largest = Math.max(largest, Math.abs(alone[i]));
+      }
+      // fp16 graphs differ by rounding between batch shapes: 1 % of the largest logit is far below a real miss.
+      return worst <= 0.01 * (1 + largest);
+    })();
+    return this.leftPaddingCheck;
   }
 
   async forward(step: ForwardStep): Promise<ForwardResult> {
@@ -208,11 +266,17 @@ export class SteerableModel {
     const past = step.past ?? this.emptyCache(batch);
     if (past.batch !== batch) throw new Error(`forward: the cache holds ${past.batch} rows, the step ${batch}`);
     const total = past.length + length;
+    const padding = step.past ? past.leftPadding : step.leftPadding;
+    if (padding && padding.length !== batch) throw new Error(`forward: leftPadding has ${padding.length} entries for ${batch} rows`);
+    if (padding?.some((pad) => pad > 0) && !analysis.attentionMask) {
+      throw new Error(`${this.id} has no attention_mask input: prompts of different lengths cannot share a batch; run them one at a time`);
+    }
 
     const feeds: Record<string, ort.Tensor> = {};
     feeds[analysis.inputIds.name] = intTensor(analysis.inputIds.elemType, step.tokens.flat(), [batch, length]);
     if (analysis.attentionMask) {
-      feeds[analysis.attentionMask.name] = intTensor(analysis.attentionMask.elemType, new Array(batch * total).fill(1), [batch, total]);
+      const mask = Array.from({ length: batch * total }, (_, i) => (i % total < (padding?.[Math.floor(i / total)] ?? 0) ? 0 : 1));
+      feeds[analysis.attentionMask.name] = intTensor(analysis.attentionMask.elemType, mask, [batch, total]);
     }
     if (analysis.positionIds) {
       const positions = Array.from({ length: batch * length }, (_, i) => past.length + (i % length));
@@ -279,7 +343,7 @@ export class SteerableModel {
           tensors.set(entry.keyInput, outputs[entry.keyOutput]);
           tensors.set(entry.valueInput, outputs[entry.valueOutput]);
         }
-        result.cache = { tensors, length: total, batch };
+        result.cache = { tensors, length: total, batch, leftPadding: padding };
       }
       if (step.past) this.releaseCache(step.past);
     }
@@ -303,7 +367,9 @@ export class SteerableModel {
     const results: ForwardResult[] = [];
     try {
       for (let row = 0; row < batch; row++) {
-        results.push(await this.forward({ ...step, tokens: [step.tokens[row]], past: step.past?.rows![row], steering: steering?.[row] }));
+        results.push(await this.forward({
+          ...step, tokens: [step.tokens[row]], past: step.past?.rows![row], steering: steering?.[row], leftPadding: step.leftPadding && [step.leftPadding[row]],
+        }));
       }
     } catch (error) {
       // The failed row released its own cache; release the others' too.
