@@ -1,13 +1,13 @@
 import { defineConfig } from '@playwright/test';
-import os from 'node:os';
 import path from 'node:path';
+import { testBuildDir } from './tests/support/paths.ts';
 
 const sharedModels = process.env.TILLER_SHARED_MODELS ?? path.resolve('../shared/models');
 // Parallel runs (several people or agents on one machine) pick their own port, build folder and report
 // (`npm test` picks a free port by itself). The build goes outside the project, so that writing it does
 // not reload a dev server's page that is open on this checkout.
 const port = Number(process.env.TILLER_TEST_PORT ?? 4179);
-const outDir = path.join(os.tmpdir(), `tiller-test-dist-${port}`);
+const outDir = testBuildDir(port);
 const report = process.env.TILLER_TEST_PORT ? `.reports/playwright-${port}.json` : '.reports/playwright.json';
 
 export default defineConfig({

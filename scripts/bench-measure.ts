@@ -176,6 +176,9 @@ export async function measureSteerability(model: SteerableModel, plan: BenchPlan
   const extraction = median(times.extraction) / 1000;
   const steerability = median(times.steerability) / 1000;
   return { examplesPerSide: positive.length, scoredLayers, extractionSeconds: extraction, steerabilitySeconds: steerability, ratio: steerability / extraction, target: TARGETS.steerabilityVsExtraction };
+}
+
+/**
  * 7. "Compute direction" with the misaligned-persona preset on a chat model (the page's defaults: two sampled
  * answers of 48 tokens per question and side, then capture): every answer a row of one batch vs one question
  * at a time (its two samples side by side, the recipe before batching), at the same seed. Runs once each:

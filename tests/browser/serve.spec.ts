@@ -3,12 +3,13 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect, test } from '@playwright/test';
-import { sharedModelsDir } from '../support/paths.ts';
+import { sharedModelsDir, testBuildDir } from '../support/paths.ts';
 
 // The workshop path: `tiller serve` from an empty folder serves the built app and a models folder; the
 // browser reaches nothing else, and still loads a model and generates.
-const port = Number(process.env.TILLER_TEST_PORT ?? 4179) + 6;
-const appDir = path.resolve(process.env.TILLER_TEST_PORT ? `.test-dist-${process.env.TILLER_TEST_PORT}` : 'dist');
+const appPort = Number(process.env.TILLER_TEST_PORT ?? 4179);
+const port = appPort + 6;
+const appDir = testBuildDir(appPort);
 const base = `http://127.0.0.1:${port}`;
 let server: ChildProcess;
 

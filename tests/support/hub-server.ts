@@ -79,7 +79,8 @@ export async function startHubServer({ root, repos = {} }: HubServerOptions): Pr
     res.setHeader('Access-Control-Expose-Headers', 'Content-Length');
     res.setHeader('Cross-Origin-Resource-Policy', 'cross-origin');
     const urlPath = new URL(req.url ?? '/', 'http://localhost').pathname;
-    requests.push(urlPath);
+    // A HEAD (the page's cache asking whether a file changed) is logged as such: it downloads nothing.
+    requests.push(req.method === 'HEAD' ? `HEAD ${urlPath}` : urlPath);
     const target = locate(urlPath);
     const fault = target && faults.get(target.file);
     if (!target || fault?.kind === 'status') {

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,4 +17,10 @@ export const SHARED = {
 
 export function sharedGraphPath(name: keyof typeof SHARED): string {
   return path.join(sharedModel(SHARED[name].folder), SHARED[name].file);
+}
+
+/** Where the browser tests build the app for `port`: outside the checkout, so writing it never reloads an
+ *  open dev page (playwright.config.ts builds there; `tiller serve` tests serve it). */
+export function testBuildDir(port: number): string {
+  return path.join(os.tmpdir(), `tiller-test-dist-${port}`);
 }
