@@ -26,9 +26,11 @@ async function offline(context: BrowserContext): Promise<string[]> {
 const steeredText = (page: Page) => page.getByTestId('output-steered').textContent();
 const baselineText = (page: Page) => page.getByTestId('output-baseline').textContent();
 
-/** Waits for a generation run after `after` to finish, and returns both columns. */
+/** Waits for a generation run after `after` to finish, and returns both columns. After a link or a reload the
+ *  run waits for the direction to be computed first (extraction and its steerability pass; on the software
+ *  WebGPU adapter of a busy 2-core machine that takes minutes). */
 async function columnsAfter(page: Page, after: number) {
-  await expect.poll(() => finishedRuns(page), { timeout: 90_000 }).toBeGreaterThan(after);
+  await expect.poll(() => finishedRuns(page), { timeout: 180_000 }).toBeGreaterThan(after);
   await expect(generations(page)).toHaveAttribute('data-state', 'idle');
   return { baseline: await baselineText(page), steered: await steeredText(page) };
 }
