@@ -100,7 +100,7 @@ for (const backend of ['wasm', 'webgpu'] as const) {
 
     // Reload: settings come back, and the computed direction with them once the model is loaded again.
     await page.reload();
-    await expect(page.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K', { timeout: 20_000 });
+    await expect(page.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K-hf', { timeout: 20_000 });
     await expect(page.getByRole('combobox', { name: 'Backend' })).toHaveValue(backend);
     await expect(strength).toHaveValue('0.78');
     await expect(prompt(page)).toHaveValue(promptValue);
@@ -115,7 +115,7 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     const other = await browser.newContext();
     const visitor = await other.newPage();
     await visitor.goto(link);
-    await expect(visitor.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K', { timeout: 20_000 });
+    await expect(visitor.getByRole('combobox', { name: 'Model' })).toHaveValue('local:stories260K-hf', { timeout: 20_000 });
     await expect(visitor.getByRole('slider', { name: 'Strength' })).toHaveValue('0.78');
     await expect(prompt(visitor)).toHaveValue(promptValue);
     await expect(visitor.getByTestId('notice')).toContainText('shared configuration');
