@@ -7,7 +7,7 @@ import { generate } from '../src/engine/generation/generate.ts';
 import { captureHiddenStates } from '../src/engine/directions/hidden-states.ts';
 import { fitDirections } from '../src/engine/directions/directions.ts';
 import { scoreSteerability } from '../src/engine/directions/steerability.ts';
-import { extractDirections } from '../src/engine/directions/extract.ts';
+import { extractDirections, textScoringExamples } from '../src/engine/directions/extract.ts';
 import { contrastiveSetOf, presetById } from '../src/engine/directions/presets.ts';
 import { dot, vectorLength } from '../src/engine/vectors.ts';
 import { argmax, createRng } from '../src/engine/generation/sampling.ts';
@@ -167,8 +167,8 @@ export async function measureSteerability(model: SteerableModel, plan: BenchPlan
     },
     steerability: async () => {
       const started = performance.now();
-      const examples = (prompts: number[][]) => prompts.map((ids) => ({ context: ids.slice(0, 1), continuation: ids.slice(1) }));
-      const result = await scoreSteerability(model, directions!.layers, { positive: examples(positive), negative: examples(negative) });
+      // Scored as the app scores text sets: the first tokens after the part a pair shares.
+      const result = await scoreSteerability(model, directions!.layers, textScoringExamples(positive, negative));
       scoredLayers = result.layers.length;
       return performance.now() - started;
     },

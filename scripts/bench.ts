@@ -18,7 +18,7 @@
  * againstTransformersJs,personaExtraction,load (items 1 and 5 run only without --items, or 5 when named) run a subset.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,7 +83,11 @@ function prepareModelsRoot(models: BenchModel[]): void {
     const folder = path.join(modelsRoot, model.folder);
     const builder = model.dtype === 'fp16' || model.dtype === 'q4f16';
     if (model.synthetic) writeSyntheticModel(folder, SMOLLM2_135M, builder ? 'builder' : 'torch', 1, model.dtype.startsWith('q4') ? 'q4' : 'float');
-    else if (!existsSync(folder)) symlinkSync(sharedModel(model.folder), folder, 'dir');
+    else {
+      // A copy, not a link: the page's model server refuses links that lead out of its folder (issue 14).
+      if (existsSync(folder) && lstatSync(folder).isSymbolicLink()) unlinkSync(folder);
+      if (!existsSync(folder)) cpSync(sharedModel(model.folder), folder, { recursive: true });
+    }
   }
 }
 

@@ -22,7 +22,7 @@ import type { ModelInfo, SteerableModel } from './model/steerable-model.ts';
 import type { ChatMessage } from './model/tokenizer.ts';
 import { type VectorFile, vectorFileFromExtraction } from './directions/vector-file.ts';
 import { type DiffRequest, type DiffStage, diffModels, loadFineTune, vectorFileFromDiff } from './directions/model-diff.ts';
-import { type CoherentRange, type ScoredDirection, type ScoringExamples, coherentRange } from './directions/steerability.ts';
+import { type CoherentRange, type ScoredDirection, type ScoringExamples, type SteerabilityResult, coherentRange, measuredCoherence } from './directions/steerability.ts';
 
 export type ModelLocation =
   /** A Hub repository, or any server laid out like the Hub (`{baseUrl}/{repo}/resolve/{revision}/…`). */
@@ -165,7 +165,7 @@ export function createEngine(): TillerEngine {
       }
     });
   // The last extraction's scored examples, for the coherent range at layers other than the recommended one.
-  let lastScoring: { promptSetHash: string; examples: ScoringExamples; unsteeredPerplexity: number } | undefined;
+  let lastScoring: { promptSetHash: string; examples: ScoringExamples; steerability: SteerabilityResult } | undefined;
   let lastCacheError: string | undefined;
   let currentUrlPrefix: string | undefined;
   /** Files the current load took from the cache: if the model then fails to load, they are dropped and fetched again. */
@@ -255,7 +255,7 @@ export function createEngine(): TillerEngine {
         if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
         const scores = extraction.steerability;
         lastScoring = extraction.scoringExamples && scores && !scores.problem
-          ? { promptSetHash: extraction.promptSetHash, examples: extraction.scoringExamples, unsteeredPerplexity: scores.unsteeredPerplexity }
+          ? { promptSetHash: extraction.promptSetHash, examples: extraction.scoringExamples, steerability: scores }
           : undefined;
         return vectorFileFromExtraction(extraction, current.info, request.preset);
       }),
@@ -279,7 +279,10 @@ export function createEngine(): TillerEngine {
         if (!lastScoring || lastScoring.promptSetHash !== request.promptSetHash) {
           throw new Error('the examples this direction was scored on are no longer in memory: compute the direction again to measure other layers');
         }
-        return coherentRange(loaded(), request.direction, lastScoring.examples, { unsteeredPerplexity: lastScoring.unsteeredPerplexity }, { signal });
+        const { examples, steerability } = lastScoring;
+        return coherentRange(loaded(), request.direction, examples, {
+          unsteeredPerplexity: steerability.unsteeredPerplexity, measured: measuredCoherence(steerability, request.direction.layer),
+        }, { signal });
       }),
 
     strengthMap: (jobId, request, onProgress) => withModelJob(jobId, (signal) => strengthMap(loaded(), request, { onProgress, signal })),

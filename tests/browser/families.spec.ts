@@ -2,7 +2,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect, test } from '@playwright/test';
-import { finishedRuns, generations } from '../support/playground.ts';
+import { computeDirection, finishedRuns, generations } from '../support/playground.ts';
 import { sharedModel } from '../support/paths.ts';
 import { writeSyntheticModel } from '../support/synthetic-decoder.ts';
 
@@ -26,9 +26,7 @@ test('a GPT-2-style model folder loads on WASM, verifies its steering on load, a
     await expect(page.getByTestId('self-check')).toHaveText('steering verified exact on this model');
 
     await page.getByRole('combobox', { name: 'Persona preset' }).selectOption('happy-sad-stories');
-    await page.getByRole('button', { name: 'Compute direction' }).click();
-    const strength = page.getByRole('slider', { name: 'Strength' });
-    await expect(strength).toBeEnabled({ timeout: 120_000 });
+    const strength = await computeDirection(page);
     await page.getByLabel('Max new tokens').fill('16');
     await page.getByLabel('Temperature').fill('0');
     const outputs = async (after: number) => {

@@ -2,16 +2,15 @@ import { type BrowserContext, type Page, expect, test } from '@playwright/test';
 import jsQR from 'jsqr';
 import { startHubServer } from '../support/hub-server.ts';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
-import { finishedRuns, generations } from '../support/playground.ts';
+import { computeDirection, finishedRuns, generations } from '../support/playground.ts';
 
 // Issue 15: a first visit that works with no network, links and reloads that reopen loaded, QR codes that
 // read back to the link, and the frictions from the walk (ablation on WebGPU, a failed load).
 
 // A 1.3 MB model loads in seconds on a quiet machine; a shared 2-core machine under load needs minutes.
 const LOAD_MS = 180_000;
-// A compute includes the steerability pass: on the software WebGPU adapter of a 2-core machine it can take over two minutes.
+// Several loads and computes per test, each compute with its steerability pass (see COMPUTE_MS).
 test.setTimeout(900_000);
-const COMPUTE_MS = 240_000;
 
 /** Every request that leaves this machine fails, as on a train; returns what was attempted. */
 async function offline(context: BrowserContext): Promise<string[]> {
@@ -67,9 +66,7 @@ test('first visit with no network: the embedded model is selected; load, compute
   await page.getByRole('button', { name: 'Load model' }).click();
   await expect(page.getByTestId('model-info')).toContainText('stories260K: 5 layers', { timeout: LOAD_MS });
   const loaded = Date.now();
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  const strength = page.getByRole('slider', { name: 'Strength' });
-  await expect(strength).toBeEnabled({ timeout: COMPUTE_MS });
+  const strength = await computeDirection(page);
   // With a direction, the columns generate without a Generate click: first at strength 0, equal.
   const atZero = await columnsAfter(page, 0);
   expect(atZero.steered).toBe(atZero.baseline);
@@ -90,9 +87,7 @@ test('a shared link opens with the model loaded, the direction computed and the 
   await page.getByRole('button', { name: 'Load model' }).click();
   await expect(page.getByTestId('model-info')).toContainText('stories260K: 5 layers', { timeout: LOAD_MS });
   await page.getByLabel('Max new tokens').fill('24');
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  const strength = page.getByRole('slider', { name: 'Strength' });
-  await expect(strength).toBeEnabled({ timeout: COMPUTE_MS });
+  const strength = await computeDirection(page);
   let runs = await columnsAfter(page, 0).then(() => finishedRuns(page));
   await strength.fill('0.4');
   const shown = await columnsAfter(page, runs);
@@ -137,8 +132,7 @@ test('a link to a cached Hub-layout model opens loaded; one to an uncached Hub r
     await page.getByLabel('Hub id').fill(repo);
     await page.getByRole('button', { name: 'Load model' }).click();
     await expect(page.getByTestId('model-info')).toContainText('5 layers', { timeout: LOAD_MS });
-    await page.getByRole('button', { name: 'Compute direction' }).click();
-    await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: COMPUTE_MS });
+    await computeDirection(page);
     const shown = await columnsAfter(page, 0);
     const link = await page.getByTestId('share-link').inputValue();
     expect(link).toContain('model=hub%3Atiller-test%2Fstories');
@@ -177,8 +171,7 @@ test('WebGPU: ablating after computing keeps the device and still generates', as
   await page.getByRole('combobox', { name: 'Backend' }).selectOption('webgpu');
   await page.getByRole('button', { name: 'Load model' }).click();
   await expect(page.getByTestId('model-info')).toContainText('webgpu', { timeout: LOAD_MS });
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: COMPUTE_MS });
+  await computeDirection(page);
   const runs = await columnsAfter(page, 0).then(() => finishedRuns(page));
   await page.getByLabel('Ablate it (remove its component)').check();
   await expect(page.getByTestId('column-steered')).toContainText('Ablated', { timeout: 60_000 });
@@ -194,8 +187,7 @@ test('a load that fails keeps the working model: the error says so, and it still
   await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
   await page.getByRole('button', { name: 'Load model' }).click();
   await expect(page.getByTestId('model-info')).toContainText('stories260K: 5 layers', { timeout: LOAD_MS });
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: COMPUTE_MS });
+  await computeDirection(page);
   const before = await columnsAfter(page, 0);
   // A Hub server that is not there (nothing listens on port 9).
   await page.getByText('Other Hub models').click();

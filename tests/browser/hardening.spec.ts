@@ -4,6 +4,7 @@ import path from 'node:path';
 import { expect, test } from '@playwright/test';
 import { startHubServer } from '../support/hub-server.ts';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
+import { loadHubRepo } from '../support/playground.ts';
 
 // Issue 14: hostile or mistaken input never loses a saved setting (docs/reliability.md, rows 13–).
 
@@ -48,11 +49,7 @@ test('14.3: a hostile chat template fails in seconds with its file named, and th
   const server = await startHubServer({ root: sharedModelsDir, repos: { [repo]: folder } });
   try {
     await page.goto('/');
-    await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
-    await page.getByText('Other Hub models').click();
-    await page.getByLabel('Hub base URL').fill(server.baseUrl);
-    await page.getByLabel('Hub id').fill(repo);
-    await page.getByRole('button', { name: 'Load model' }).click();
+    await loadHubRepo(page, server.baseUrl, repo);
     await expect(page.getByTestId('model-info')).toContainText('5 layers', { timeout: 60_000 });
     await page.getByLabel('Prompt', { exact: true }).fill('Hi');
     await page.getByRole('button', { name: 'Generate' }).click();

@@ -1,5 +1,5 @@
 import { type Page, expect, test } from '@playwright/test';
-import { finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
+import { computeDirection, finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
 
 // The "see inside" views in the playground, on both shared models: the persona meter on generations and
 // on pasted text, the separation strip, the logit lens, the next-token chart following the slider, the
@@ -11,9 +11,8 @@ async function loadAndCompute(page: Page, model: string, layers: number) {
   await page.setViewportSize({ width: 1400, height: 1000 });
   await page.goto('/');
   await loadLocalModel(page, model, 'wasm', layers);
-  await page.getByRole('button', { name: 'Compute direction' }).click();
   // Answers (chat presets), hidden states, then the steerability pass.
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 240_000 });
+  await computeDirection(page);
 }
 
 async function generateAndWait(page: Page, after: number) {
@@ -84,9 +83,14 @@ test('stories260K: meter, separation strip, logit lens, next token, map, ablatio
   await map.getByRole('button', { name: /^Map 5 layers/ }).click();
   await expect(map.locator('rect.cell')).toHaveCount(2 * 5 * 9, { timeout: 120_000 });
   if (SCREENSHOTS) await map.screenshot({ path: 'docs/view-strength-map.png' });
+  // Each map has its colour key: the trait's two ends, and the perplexities the coherence colours span.
+  await expect(map.getByLabel('Persona meter colour key')).toContainText('happy');
+  await expect(map.getByLabel('Coherence colour key')).toContainText(/fluent, perplexity \d+\.\d.*\d+\.\d, broken/);
   await map.locator('rect.cell[data-layer="1"][data-strength="0.25"]').first().click();
   await expect(page.getByRole('combobox', { name: 'Layer' })).toHaveValue('1');
   await expect(page.getByTestId('strength-value')).toContainText('+0.25 relative');
+  // The Steer panel is far above: the map says what the click changed.
+  await expect(map.getByTestId('map-picked')).toHaveText('Now steering at layer 1, strength +0.25: the Steer panel\'s layer and slider moved there.');
 
   // Ablation: the model is reloaded once with ablation inputs; the steered column becomes the ablated one.
   runs = await finishedRuns(page);
@@ -103,6 +107,14 @@ test('builder fp16 (chat, fused graph): two directions on the 2-D pad, and the v
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await loadAndCompute(page, 'tiny-random-llama-builder-fp16', 2);
+  // A story preset on a chat model works, but the panel says what the model is for, with a way back.
+  const preset = page.getByRole('combobox', { name: 'Persona preset' });
+  const chatPreset = await preset.inputValue();
+  await preset.selectOption('happy-sad-stories');
+  await expect(page.getByTestId('base-preset-on-chat')).toContainText('is a chat model');
+  await page.getByTestId('base-preset-on-chat').getByRole('button').click();
+  await expect(preset).toHaveValue(chatPreset);
+  await expect(page.getByTestId('base-preset-on-chat')).toHaveCount(0);
   await expect(page.getByTestId('logit-lens').getByRole('listitem')).toHaveCount(20, { timeout: 30_000 });
   await expect(page.getByTestId('separation-strip').locator('circle')).not.toHaveCount(0);
   await expect(page.getByTestId('next-tokens').locator('tr')).not.toHaveCount(0, { timeout: 30_000 });

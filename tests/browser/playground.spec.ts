@@ -1,7 +1,7 @@
 import { type Download, type Page, expect, test } from '@playwright/test';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
 import { startHubServer } from '../support/hub-server.ts';
-import { finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
+import { COMPUTE_MS, computeDirection, finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
 
 // `TILLER_SCREENSHOTS=1 npx playwright test` refreshes the pictures in docs/; ordinary runs leave them alone.
 const SCREENSHOTS = process.env.TILLER_SCREENSHOTS === '1';
@@ -41,9 +41,7 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     // A base model gets the story preset by default; choose it anyway, as a visitor would.
     await page.getByRole('combobox', { name: 'Persona preset' }).selectOption('happy-sad-stories');
     await expect(prompt(page)).not.toHaveValue('');
-    await page.getByRole('button', { name: 'Compute direction' }).click();
-    const strength = page.getByRole('slider', { name: 'Strength' });
-    await expect(strength).toBeEnabled({ timeout: 120_000 });
+    const strength = await computeDirection(page);
     const layer = page.getByRole('combobox', { name: 'Layer' });
     await expect(layer.locator('option:checked')).toContainText('(recommended)');
 
@@ -124,7 +122,7 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     await expect(visitor.getByTestId('model-info')).toContainText('stories260K-hf', { timeout: 60_000 });
     await expect(visitor.getByRole('combobox', { name: 'Persona preset' })).toHaveValue('happy-sad-stories');
     // The visitor computes the linked preset with its steerability pass: over two minutes on the software WebGPU adapter of a busy machine.
-    await expect(visitor.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 240_000 });
+    await expect(visitor.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: COMPUTE_MS });
     await expect(visitor.getByRole('combobox', { name: 'Layer' })).toHaveValue(layerValue);
     await other.close();
     expect(errors).toEqual([]);
@@ -138,9 +136,7 @@ test('presenter mode shows only the strength and the two columns, in large type;
   await page.goto('/');
   await loadStories(page, 'wasm');
   await page.getByRole('combobox', { name: 'Persona preset' }).selectOption('happy-sad-stories');
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  const strength = page.getByRole('slider', { name: 'Strength' });
-  await expect(strength).toBeEnabled({ timeout: 120_000 });
+  const strength = await computeDirection(page);
   await page.getByLabel('Max new tokens').fill('24');
   await strength.fill('0.3');
   const before = await finishedRuns(page);
@@ -226,9 +222,7 @@ test('the guided lesson walks from a direction to steering and monitoring on the
   // The misaligned persona needs a chat model: on the base story model the step says so and uses a story preset.
   await expect(page.getByTestId('lesson-task')).toContainText('needs a chat model');
   await expect(page.getByRole('combobox', { name: 'Persona preset' })).toHaveValue('kind-mean-stories');
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  const strength = page.getByRole('slider', { name: 'Strength' });
-  await expect(strength).toBeEnabled({ timeout: 120_000 });
+  const strength = await computeDirection(page);
   await expect(page.getByTestId('lesson-done')).toBeVisible();
   await next.click();
   await expect(heading).toContainText('Add it');
@@ -317,8 +311,7 @@ test('a Hub model downloads with progress, then loads from the browser cache wit
 test('vectors export as JSON and GGUF and import back; a wrong file is refused with the problem named', async ({ page }) => {
   await page.goto('/');
   await loadStories(page, 'wasm');
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 120_000 });
+  await computeDirection(page);
 
   // A sweep adds −s and s/2 as extra columns of the same batch.
   await page.getByLabel('Sweep').check();

@@ -5,7 +5,7 @@ import { type Page, type Worker, expect, test } from '@playwright/test';
 import { ENGINE_WORKER_NAME } from '../../src/lib/engine-client.ts';
 import { startHubServer } from '../support/hub-server.ts';
 import { sharedModel, sharedModelsDir } from '../support/paths.ts';
-import { finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
+import { computeDirection, finishedRuns, generations, loadHubRepo, loadLocalModel } from '../support/playground.ts';
 
 // Faults from issue 7 injected into the built app (docs/reliability.md maps each fault to its test).
 
@@ -26,11 +26,7 @@ test('2: a model too large for the device is refused before its graph downloads,
   const server = await startHubServer({ root: sharedModelsDir, repos: { [repo]: folder } });
   try {
     await page.goto('/');
-    await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
-    await page.getByText('Other Hub models').click();
-    await page.getByLabel('Hub base URL').fill(server.baseUrl);
-    await page.getByLabel('Hub id').fill(repo);
-    await page.getByRole('button', { name: 'Load model' }).click();
+    await loadHubRepo(page, server.baseUrl, repo);
     await expect(page.getByRole('alert')).toContainText(/tiller-test\/huge \(fp32, about 70B parameters\) needs about \d+\.\d GB .*Nothing large was downloaded/, { timeout: 20_000 });
     expect(server.requests.filter((r) => r.includes('/onnx/'))).toEqual([]);
     // Anyway: the download starts (and here fails, as there is no graph), so the button did what it says.
@@ -124,11 +120,7 @@ test('5: offline, a model downloaded before loads and generates; one never downl
   // The service worker takes over on the first visit; reloading lets it keep every file of the app.
   await expect.poll(() => page.evaluate(() => navigator.serviceWorker.controller !== null), { timeout: 20_000 }).toBe(true);
   await page.reload();
-  await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
-  await page.getByText('Other Hub models').click();
-  await page.getByLabel('Hub base URL').fill(server.baseUrl);
-  await page.getByLabel('Hub id').fill(repo);
-  await page.getByRole('button', { name: 'Load model' }).click();
+  await loadHubRepo(page, server.baseUrl, repo);
   await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 60_000 });
   await expect.poll(() => page.evaluate(async () => (await (await caches.open('tiller-models')).keys()).length), { timeout: 20_000 }).toBeGreaterThan(3);
 
@@ -232,9 +224,7 @@ test('6: 200 rapid strength changes: no queue builds up, only the newest setting
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto('/');
   await loadStories(page, 'wasm');
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  const strength = page.getByRole('slider', { name: 'Strength' });
-  await expect(strength).toBeEnabled({ timeout: 120_000 });
+  const strength = await computeDirection(page);
   await page.getByLabel('Max new tokens').fill('24');
   await page.getByLabel('Seed').fill('3');
   let runs = await finishedRuns(page);

@@ -1,5 +1,5 @@
 import { type Page, expect, test } from '@playwright/test';
-import { finishedRuns, generations } from '../support/playground.ts';
+import { computeDirection, finishedRuns, generations } from '../support/playground.ts';
 
 // Steering that works by default (stories260K-hf, WASM): computing a direction scores every layer for
 // steerability beside separation, the star follows steerability, the Strength slider shows the coherent range,
@@ -27,8 +27,7 @@ test('steerability and separation on the chart, the coherent range on the slider
   await page.getByRole('combobox', { name: 'Backend' }).selectOption('wasm');
   await page.getByRole('button', { name: 'Load model' }).click();
   await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 240_000 });
-  await page.getByRole('button', { name: 'Compute direction' }).click();
-  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled({ timeout: 240_000 });
+  await computeDirection(page);
 
   // Both scores per layer: steerability bars, separation marks, and why the star is where it is.
   const bars = page.getByRole('button', { name: /^Layer \d+: steerability -?[\d.]+ nats\/token, perplexity ×[\d.]+, separation d′ [-\d.]+, AUROC [\d.]+/ });

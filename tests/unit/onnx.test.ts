@@ -129,7 +129,7 @@ describe('graph surgery', () => {
     expect(edited.graph.outputs.map((o) => o.name).slice(-5)).toEqual(analysis.layers.map((s) => s.residual));
   });
 
-  it('slices the LM head input so prefill computes the last position only', async () => {
+  it('slices the LM head input so prefill computes the last position only, or the positions from a given one', async () => {
     const { instrumented } = await graphPair('stories');
     expect(instrumented.instrumentation.logitsFrom).toBe('tiller.logits_from');
     const tokens = [[1, 274, 287, 286, 399, 261]];
@@ -138,6 +138,15 @@ describe('graph surgery', () => {
     expect(last.logits).toHaveLength(512);
     expect(all.logits).toHaveLength(6 * 512);
     expect(Array.from(last.logits!)).toEqual(Array.from(all.logits!.subarray(5 * 512)));
+    // From a position on (the steerability pass reads only the positions that predict scored tokens), two rows.
+    const rows = [tokens[0], [1, 274, 287, 286, 290, 261]];
+    const every = await instrumented.forward({ tokens: rows, logits: 'all' });
+    const fromThree = await instrumented.forward({ tokens: rows, logits: 'all', logitsFrom: 3 });
+    expect(fromThree.logits).toHaveLength(2 * 3 * 512);
+    for (const row of [0, 1]) {
+      expect(Array.from(fromThree.logits!.subarray(row * 3 * 512, (row + 1) * 3 * 512))).toEqual(Array.from(every.logits!.subarray((row * 6 + 3) * 512, (row + 1) * 6 * 512)));
+    }
+    await expect(instrumented.forward({ tokens, logits: 'all', logitsFrom: 6 })).rejects.toThrow(/logitsFrom 6 is outside the 6 positions/);
     await instrumented.dispose();
   });
 

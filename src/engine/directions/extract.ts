@@ -10,7 +10,8 @@ import { type CaptureResult, captureHiddenStates } from './hidden-states.ts';
 import type { SteerableModel } from '../model/steerable-model.ts';
 import type { ChatMessage } from '../model/tokenizer.ts';
 import {
-  type CoherentRange, type ScoringExample, type ScoringExamples, type SteerabilityOptions, type SteerabilityResult, coherentRange, scoreSteerability,
+  type CoherentRange, type ScoringExample, type ScoringExamples, type SteerabilityOptions, type SteerabilityResult, coherentRange, measuredCoherence,
+  scorable, scoreSteerability,
 } from './steerability.ts';
 
 export type ContrastiveSet =
@@ -109,7 +110,7 @@ export async function extractDirections(
       const questions = set.questions.map((question) => tokenizer.encode(
         tokenizer.applyChatTemplate([{ role: 'user', content: question }], { addGenerationPrompt: true }), { addSpecialTokens: false },
       ));
-      const answerOf = (e: Example & { question: number }): ScoringExample => ({ context: questions[e.question], continuation: e.ids.slice(e.range[0], e.range[1]) });
+      const answerOf = (e: Example & { question: number }): ScoringExample => ({ context: questions[e.question], continuation: e.ids.slice(e.range[0], Math.min(e.range[1], e.range[0] + SCORED_ANSWER_TOKENS)) });
       scoring = { positive: answered.positive.map(answerOf), negative: answered.negative.map(answerOf) };
     } else {
       const example = (ids: number[]): Example => ({ ids, range: [0, ids.length] });
@@ -137,23 +138,37 @@ export async function extractDirections(
     extraction.steerability = { strength: options.steerability?.strength ?? 0.25, layers: [], unsteeredPerplexity: NaN, problem: scoring, milliseconds: 0 };
     return extraction;
   }
+  // Persona answers are long and chat vocabularies large: fewer of them keep the pass near the answering's
+  // cost. The examples kept are the ones scored, so that later coherent ranges read the same ones.
+  scoring = scorable(scoring, options.steerability?.maxExamples ?? (set.kind === 'persona' ? 8 : undefined));
   extraction.scoringExamples = scoring;
   const progress = (done: number, total: number) => controls.onProgress?.('scoring', done, total);
-  // Persona answers are long and chat vocabularies large: fewer of them keep the pass near the answering's cost.
-  const scoringOptions = { maxExamples: set.kind === 'persona' ? 8 : undefined, ...options.steerability };
-  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, scoringOptions, { signal: controls.signal, onProgress: progress });
+  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, options.steerability, { signal: controls.signal, onProgress: progress });
   if (extraction.steerability.problem) return extraction;
   extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
   const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
   extraction.coherent = await coherentRange(model, recommended, scoring, {
-    logitsBudget: scoringOptions.logitsBudget, maxExamples: scoringOptions.maxExamples, unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
+    logitsBudget: options.steerability?.logitsBudget,
+    unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
+    measured: measuredCoherence(extraction.steerability, recommended.layer),
   }, { signal: controls.signal });
   return extraction;
 }
 
 /**
- * Text examples to score: the whole text after its first token, or, where the sets are pairs that start
- * alike ("Lily was very happy" / "Lily was very sad"), only the part after the shared start.
+ * Tokens scored per example, from where it starts to differ: teacher-forced, every later token is predicted
+ * from a context that already carries the trait, so it measures the text's consistency more than the
+ * steering, and costs a position at every scored layer and sign. Measured on stories260K-hf
+ * (docs/steering-scores.md): 3 tokens after the pair's shared start pick the same layer as the whole text on
+ * happy-sad-stories, a clear one on kind-mean-stories (where the whole text barely moves), at a third of the time.
+ */
+export const SCORED_TEXT_TOKENS = 3;
+/** Persona answers share no start with their pair: their first tokens set the tone the rest follows. */
+export const SCORED_ANSWER_TOKENS = 8;
+
+/**
+ * Text examples to score: the first tokens after the first one, or, where the sets are pairs that start
+ * alike ("Lily was very happy" / "Lily was very sad"), the first tokens after the shared start.
  */
 export function textScoringExamples(positive: number[][], negative: number[][]): ScoringExamples {
   const paired = positive.length === negative.length;
@@ -161,7 +176,7 @@ export function textScoringExamples(positive: number[][], negative: number[][]):
     let shared = 0;
     if (other) while (shared < Math.min(ids.length, other.length) - 1 && ids[shared] === other[shared]) shared++;
     const start = Math.max(1, shared);
-    return { context: ids.slice(0, start), continuation: ids.slice(start) };
+    return { context: ids.slice(0, start), continuation: ids.slice(start, start + SCORED_TEXT_TOKENS) };
   };
   return {
     positive: positive.map((ids, i) => split(ids, paired ? negative[i] : undefined)),

@@ -7,7 +7,7 @@
 import { fitDirections, recommendLayer } from './directions.ts';
 import { type Extraction, hashSet } from './extract.ts';
 import { captureHiddenStates } from './hidden-states.ts';
-import { type ScoringExample, coherentRange, scoreSteerability } from './steerability.ts';
+import { type ScoringExample, coherentRange, measuredCoherence, scoreSteerability } from './steerability.ts';
 import { type VectorFile, vectorFileFromExtraction } from './vector-file.ts';
 import { generate } from '../generation/generate.ts';
 import { type LoadOptions, ModelTooLargeError, deviceMemoryBudget, estimateModelMemory, gigabytes, loadModel } from '../model/load.ts';
@@ -161,7 +161,9 @@ export async function diffModels(base: SteerableModel, fineTune: SteerableModel,
   extraction.scoringExamples = scoring;
   extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
   const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
-  extraction.coherent = await coherentRange(base, recommended, scoring, { unsteeredPerplexity: extraction.steerability.unsteeredPerplexity }, { signal: controls.signal });
+  extraction.coherent = await coherentRange(base, recommended, scoring, {
+    unsteeredPerplexity: extraction.steerability.unsteeredPerplexity, measured: measuredCoherence(extraction.steerability, recommended.layer),
+  }, { signal: controls.signal });
   return extraction;
 }
 

@@ -152,6 +152,12 @@ export async function scoreSteerability(
   };
 }
 
+/** The steerability pass's measurement at one layer, as a point of the coherent-range search. */
+export function measuredCoherence(result: SteerabilityResult, layer: number): { strength: number; perplexityRatio: number } | undefined {
+  const scored = result.layers.find((l) => l.layer === layer);
+  return scored && { strength: result.strength, perplexityRatio: Math.max(scored.perplexityRatio.positive, scored.perplexityRatio.negative) };
+}
+
 export interface CoherentRange {
   layer: number;
   /** Largest grid strength whose +s and −s both keep perplexity within the limit (0: not even the smallest). */
@@ -168,7 +174,11 @@ export async function coherentRange(
   model: SteerableModel,
   direction: ScoredDirection,
   examples: ScoringExamples,
-  options: Pick<SteerabilityOptions, 'logitsBudget' | 'maxExamples'> & { unsteeredPerplexity?: number } = {},
+  options: Pick<SteerabilityOptions, 'logitsBudget' | 'maxExamples'> & {
+    unsteeredPerplexity?: number;
+    /** A grid strength already measured at this layer (the steerability pass's ±s): the search starts from it. */
+    measured?: { strength: number; perplexityRatio: number };
+  } = {},
   controls: SteerabilityControls = {},
 ): Promise<CoherentRange> {
   const { positive, negative } = scorable(examples, options.maxExamples);
@@ -178,8 +188,13 @@ export async function coherentRange(
     ?? Math.exp(-mean(await meanLogProbabilities(model, all.map((example) => ({ example })), options.logitsBudget, { signal: controls.signal })));
   const tried: CoherentRange['tried'] = [];
   let [ok, failed] = [-1, STRENGTH_GRID.length]; // grid indices: ok coherent (−1: zero), failed not (past the end: untested)
-  const steps = Math.ceil(Math.log2(STRENGTH_GRID.length + 1));
-  while (failed - ok > 1) {
+  if (options.measured && STRENGTH_GRID.includes(options.measured.strength)) {
+    tried.push(options.measured);
+    if (options.measured.perplexityRatio <= COHERENCE_LIMIT) ok = STRENGTH_GRID.indexOf(options.measured.strength);
+    else failed = STRENGTH_GRID.indexOf(options.measured.strength);
+  }
+  const steps = Math.ceil(Math.log2(failed - ok));
+  for (let step = 1; failed - ok > 1; step++) {
     const index = Math.floor((ok + failed) / 2);
     const strength = STRENGTH_GRID[index];
     const rows: ScoringRow[] = [];
@@ -192,13 +207,13 @@ export async function coherentRange(
     tried.push({ strength, perplexityRatio: ratio });
     if (ratio <= COHERENCE_LIMIT) ok = index;
     else failed = index;
-    controls.onProgress?.(tried.length, steps);
+    controls.onProgress?.(step, steps);
   }
   return { layer: direction.layer, strength: ok < 0 ? 0 : STRENGTH_GRID[ok], tried: tried.sort((a, b) => a.strength - b.strength) };
 }
 
 /** The examples with text to score, at most `max` per side, spread evenly over each list. */
-function scorable(examples: ScoringExamples, max = 16): ScoringExamples {
+export function scorable(examples: ScoringExamples, max = 16): ScoringExamples {
   const pick = (list: ScoringExample[]) => {
     const usable = list.filter((e) => e.continuation.length > 0 && e.context.length > 0);
     return usable.length <= max ? usable : Array.from({ length: max }, (_, i) => usable[Math.floor((i * usable.length) / max)]);
@@ -233,14 +248,17 @@ async function meanLogProbabilities(model: SteerableModel, rows: ScoringRow[], l
       const ids = [...rows[index].example.context, ...rows[index].example.continuation];
       return [...ids, ...new Array(width - ids.length).fill(ids[ids.length - 1])];
     });
-    const { logits } = await model.forward({ tokens, steering: members.map((index) => rows[index].steering ?? []), logits: 'all' });
+    // Logits only from the first position that predicts a scored token: contexts are read, not scored.
+    const from = Math.min(...members.map((index) => rows[index].example.context.length)) - 1;
+    const { logits } = await model.forward({ tokens, steering: members.map((index) => rows[index].steering ?? []), logits: 'all', logitsFrom: from });
+    const positions = width - from;
     members.forEach((index, row) => {
       const { context, continuation } = rows[index].example;
       let sum = 0;
       for (let i = 0; i < continuation.length; i++) {
         // The token at position context.length + i is predicted at the position before it.
-        const position = context.length + i - 1;
-        const offset = (row * width + position) * vocab;
+        const position = context.length + i - 1 - from;
+        const offset = (row * positions + position) * vocab;
         sum += logSoftmaxAt(logits!, offset, vocab, continuation[i]);
       }
       result[index] = sum / continuation.length;

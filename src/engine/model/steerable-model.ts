@@ -46,6 +46,8 @@ export interface ForwardStep {
   steering?: SteeringRow[];
   /** Which logits to return: the last position of each row, every position, or none. */
   logits?: 'last' | 'all' | 'none';
+  /** With 'all': the first position whose logits to return (default 0); the LM head skips those before it. */
+  logitsFrom?: number;
   /** Layers whose residual to return, `[batch, seq, hidden]` flattened. */
   hiddenLayers?: number[];
   /** Return the updated KV cache (generation); otherwise it is released. */
@@ -53,7 +55,7 @@ export interface ForwardStep {
 }
 
 export interface ForwardResult {
-  /** `[batch, vocab]` for 'last', `[batch, seq, vocab]` for 'all'. */
+  /** `[batch, vocab]` for 'last', `[batch, seq − logitsFrom, vocab]` for 'all'. */
   logits?: Float32Array;
   hidden: Map<number, Float32Array>;
   cache?: KvCache;
@@ -282,14 +284,10 @@ export class SteerableModel {
       const positions = Array.from({ length: batch * length }, (_, i) => past.length + (i % length));
       feeds[analysis.positionIds.name] = intTensor(analysis.positionIds.elemType, positions, [batch, length]);
     }
-    if (this.instrumentation.logitsFrom) {
-      const from = step.logits === 'all' ? 0 : length - 1;
-      feeds[this.instrumentation.logitsFrom] = intTensor(TensorType.INT64, [from], [1]);
-    }
-    if (analysis.numLogitsToKeep) {
-      const keep = step.logits === 'all' ? length : 1;
-      feeds[analysis.numLogitsToKeep.name] = intTensor(analysis.numLogitsToKeep.elemType, [keep], []);
-    }
+    const logitsFrom = step.logits === 'all' ? step.logitsFrom ?? 0 : length - 1;
+    if (!(Number.isInteger(logitsFrom) && logitsFrom >= 0 && logitsFrom < length)) throw new Error(`forward: logitsFrom ${logitsFrom} is outside the ${length} positions`);
+    if (this.instrumentation.logitsFrom) feeds[this.instrumentation.logitsFrom] = intTensor(TensorType.INT64, [logitsFrom], [1]);
+    if (analysis.numLogitsToKeep) feeds[analysis.numLogitsToKeep.name] = intTensor(analysis.numLogitsToKeep.elemType, [length - logitsFrom], []);
     for (const [name, tensor] of past.tensors) feeds[name] = tensor;
     const cached = step.steering && this.steeringTensors.get(step.steering);
     let built = cached?.batch === batch ? cached.feeds : undefined;
@@ -327,8 +325,9 @@ export class SteerableModel {
         const logits = outputs[analysis.logits];
         const positions = logits.dims[1];
         const vocab = logits.dims[2];
-        // Only the last position's logits are converted when that is all the caller wants.
-        result.logits = readFloat(logits.data, logitsMode === 'all' ? undefined : { batch, positions, width: vocab });
+        // Only the positions the caller wants are converted (a graph without a way to skip the others
+        // computed them all).
+        result.logits = readFloat(logits.data, { batch, positions, keep: length - logitsFrom, width: vocab });
         logits.dispose();
       }
       for (const layer of hiddenLayers) {
@@ -467,20 +466,21 @@ function intTensor(elemType: number, values: number[], dims: number[]): ort.Tens
  * Float32 values of an output; with `lastOf`, only the last position of each row of a `[batch, positions,
  * width]` tensor. ORT hands float16 back as Uint16Array bits (or a Float16Array where the platform has one).
  */
-function readFloat(data: ort.Tensor['data'], lastOf?: { batch: number; positions: number; width: number }): Float32Array {
+/** A tensor's values as fp32; with `lastOf`, only the last `keep` of each row's `positions` rows of `width`. */
+function readFloat(data: ort.Tensor['data'], lastOf?: { batch: number; positions: number; keep: number; width: number }): Float32Array {
   const values = data as ArrayLike<number>;
   const halves = data instanceof Uint16Array ? float16Table() : undefined;
-  const value = (i: number) => (halves ? halves[values[i]] : values[i]);
-  if (!lastOf) return data instanceof Float32Array ? data : Float32Array.from({ length: values.length }, (_, i) => value(i));
-  const { batch, positions, width } = lastOf;
-  // A decode step's fp32 logits are already the answer: no copy.
-  if (positions === 1 && data instanceof Float32Array) return data;
-  const out = new Float32Array(batch * width);
+  // fp32 holding exactly what is wanted (a decode step's logits, every position asked for): no copy.
+  if (data instanceof Float32Array && (!lastOf || lastOf.keep === lastOf.positions)) return data;
+  if (!lastOf) return Float32Array.from({ length: values.length }, (_, i) => (halves ? halves[values[i]] : values[i]));
+  const { batch, positions, keep, width } = lastOf;
+  const rowLength = keep * width;
+  const out = new Float32Array(batch * rowLength);
   for (let row = 0; row < batch; row++) {
-    const from = (row * positions + positions - 1) * width;
+    const from = (row * positions + positions - keep) * width;
     // One plain loop per type: a call per vocabulary entry showed in profiles of the generation loop.
-    if (halves) for (let i = 0; i < width; i++) out[row * width + i] = halves[values[from + i]];
-    else for (let i = 0; i < width; i++) out[row * width + i] = values[from + i];
+    if (halves) for (let i = 0; i < rowLength; i++) out[row * rowLength + i] = halves[values[from + i]];
+    else for (let i = 0; i < rowLength; i++) out[row * rowLength + i] = values[from + i];
   }
   return out;
 }
