@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from '@playwright/test';
 import { createServer } from 'vite';
 import { ISOLATION_HEADERS } from '../cli/serve-files.ts';
-import type { BenchModel, BenchPlan, ModelMeasurements } from './bench-measure.ts';
+import { type BenchModel, type BenchPlan, type ModelMeasurements, interleave, median } from './bench-measure.ts';
 import type { BenchPageApi } from './bench-page/main.ts';
 import { localModelsPlugin } from './local-models.ts';
 
@@ -26,6 +26,16 @@ export interface ChromiumRun {
   version: string;
   webgpuAdapter?: string;
   shaderF16: boolean;
+  pageLoad?: PageLoad[];
+}
+
+/** 8. Load-to-ready on WASM in fresh workers: with a cold runtime vs after the engine worker's warm-up. */
+export interface PageLoad {
+  model: string;
+  coldMs: number;
+  warmUpMs: number;
+  afterWarmUpMs: number;
+  ratio: number;
 }
 
 export type ChromiumOutcome = (ModelMeasurements & { layers: number }) | { skipped: string };
@@ -34,6 +44,7 @@ export async function runInChromium(
   modelsRoot: string,
   requests: ChromiumRequest[],
   onOutcome: (request: ChromiumRequest, outcome: ChromiumOutcome) => void,
+  pageLoadModels: BenchModel[] = [],
 ): Promise<ChromiumRun | undefined> {
   const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
   if (!existsSync(executablePath)) {
@@ -84,7 +95,20 @@ export async function runInChromium(
         onOutcome(request, { skipped: `failed: ${(error as Error).message.split('\n')[0]}` });
       }
     }
-    return { version: browser.version(), webgpuAdapter: support.adapter, shaderF16: support.shaderF16 };
+    const pageLoad: PageLoad[] = [];
+    const warmUps: number[] = [];
+    for (const model of pageLoadModels) {
+      console.error(`chromium-wasm: load-to-ready of ${model.folder}, cold and warmed up…`);
+      const times = await interleave(3, {
+        cold: () => page.evaluate((folder) => (globalThis as unknown as { tillerBench: BenchPageApi }).tillerBench.loadToReady(folder, false), model.folder).then((r) => r.loadMs),
+        warm: () => page.evaluate((folder) => (globalThis as unknown as { tillerBench: BenchPageApi }).tillerBench.loadToReady(folder, true), model.folder)
+          .then((r) => { warmUps.push(r.warmUpMs!); return r.loadMs; }),
+      });
+      const [coldMs, afterWarmUpMs] = [median(times.cold), median(times.warm)];
+      // The first warm-up was the untimed round's.
+      pageLoad.push({ model: model.folder, coldMs, warmUpMs: median(warmUps.splice(0).slice(1)), afterWarmUpMs, ratio: afterWarmUpMs / coldMs });
+    }
+    return { version: browser.version(), webgpuAdapter: support.adapter, shaderF16: support.shaderF16, pageLoad };
   } finally {
     await browser.close();
     await server.close();

@@ -65,7 +65,7 @@ export function median(values: number[]): number {
 
 /** Runs each side once per round, in turn (reversed every other round, so that a drift in speed favours no
  *  side), after one untimed round (first runs of a shape are slow); returns each side's values. */
-async function interleave<K extends string>(repeats: number, sides: Record<K, () => Promise<number>>): Promise<Record<K, number[]>> {
+export async function interleave<K extends string>(repeats: number, sides: Record<K, () => Promise<number>>): Promise<Record<K, number[]>> {
   const keys = Object.keys(sides) as K[];
   const values = Object.fromEntries(keys.map((key) => [key, [] as number[]])) as Record<K, number[]>;
   for (const key of keys) await sides[key]();

@@ -15,7 +15,7 @@
  * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
  * --quick: Node only, shared models only, few steps (the CI smoke test). --models a,b,
  * --backends node-wasm,chromium-wasm,chromium-webgpu and --items steerability,capture,batchedStrengths,
- * againstTransformersJs,personaExtraction,load (items 1 and 5 run only without --items, or 5 when named) run a subset.
+ * againstTransformersJs,personaExtraction,load,pageLoad (items 1 and 5 run only without --items, or 5 when named) run a subset.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,7 @@ import { SMOLLM2_135M, writeSyntheticModel } from '../tests/support/synthetic-de
 import { sharedModel } from '../tests/support/paths.ts';
 import { type BenchItem, type BenchModel, type BenchPlan, type ModelMeasurements, TARGETS, measureModel, measurePersonaExtraction, median } from './bench-measure.ts';
 import { type TransformersModelOptions, transformersGenerator } from './bench-transformers.ts';
-import type { ChromiumRun } from './bench-chromium.ts';
+import type { ChromiumRun, PageLoad } from './bench-chromium.ts';
 
 const quick = process.argv.includes('--quick');
 /** --items: only these measurements (and load when named). */
@@ -245,7 +245,7 @@ type PersonaExtraction = Awaited<ReturnType<typeof measurePersonaExtraction>>;
 const fmt = (value: number | undefined, digits = 2) => (value === undefined || !Number.isFinite(value) ? '—' : value.toFixed(digits));
 const verdict = (ok: boolean | undefined) => (ok === undefined ? '' : ok ? 'met' : 'NOT met');
 
-function printTable(results: ModelResult[], machine: string) {
+function printTable(results: ModelResult[], machine: string, pageLoad: PageLoad[]) {
   const lines: string[] = [];
   lines.push(`\nTiller bench (${quick ? 'quick' : 'full'}), ${machine}; medians of interleaved rounds`);
   lines.push('| model | backend | 1. steered / plain tok/s (≥ 0.97) | 2. Tiller / Transformers.js tok/s (≥ 1.1), same tokens | 3. 4 rows / 1 row time (≤ 1.6); k=2, 8 | 4. capture batched / single prompts/s | 6. steerability / extraction s (≤ 3×) |');
@@ -284,6 +284,8 @@ function printTable(results: ModelResult[], machine: string) {
       if (t) lines.push(`  ${result.model}, ${backend}: ${fmt(t.runMsPerToken.tiller)} / ${fmt(t.loopMsPerToken.tiller)} | ${fmt(t.runMsPerToken.transformersJs)} / ${fmt(t.loopMsPerToken.transformersJs)}`);
     }
   }
+  lines.push('\n8. load-to-ready in Chromium/WASM, fresh workers: after the engine worker\'s warm-up / with a cold runtime (the warm-up runs while the visitor reads the page)');
+  for (const p of pageLoad) lines.push(`  ${p.model}: ${fmt(p.afterWarmUpMs, 0)} ms / ${fmt(p.coldMs, 0)} ms = **${fmt(p.ratio)}×** (warm-up ${fmt(p.warmUpMs, 0)} ms)`);
   lines.push('\n5. load in Node/WASM (fresh processes): | model | plain ms | parse+analysis+surgery+session+self-check ms (surgery, self-check) | MB handed to ORT plain / instrumented | peak RSS MB plain / instrumented |');
   lines.push('|---|---|---|---|---|');
   for (const { model, load } of results) {
@@ -343,11 +345,14 @@ async function main() {
     })));
     // Imported here only: Vite and Playwright would otherwise weigh on the load children's peak RSS.
     const { runInChromium } = await import('./bench-chromium.ts');
+    // 8. Load-to-ready: the real model folders (a tokenizer, as the app loads them), on WASM.
+    const pageLoadModels = runs('chromium-wasm') && (!items || items.includes('pageLoad'))
+      ? models.filter((model) => existsSync(path.join(modelsRoot, model.folder, 'tokenizer.json')) && !model.synthetic) : [];
     chromium = await runInChromium(modelsRoot, requests, (request, outcome) => {
       results[models.indexOf(request.model)].backends[`chromium-${request.backend}`] = outcome;
-    });
+    }, pageLoadModels);
   }
-  printTable(results, machine);
+  printTable(results, machine, chromium?.pageLoad ?? []);
   mkdirSync(path.join(root, '.reports'), { recursive: true });
   writeFileSync(path.join(root, '.reports/bench.json'), JSON.stringify({
     date: new Date().toISOString(), machine, command: `npm run bench${quick ? ' -- --quick' : ''}`, quick, targets: TARGETS, plans: PLANS, chromium, results,

@@ -1,6 +1,8 @@
 /** The engine in its own thread: the page talks to it through comlink and never blocks. */
 import * as Comlink from 'comlink';
 import { type TillerEngine, createEngine } from '../src/engine/api.ts';
+import { warmUpRuntime } from '../src/engine/model/runtime.ts';
+import { ENGINE_WORKER_NAME } from '../src/lib/engine-worker-name.ts';
 
 /**
  * Callbacks the page passes (progress, tokens) arrive as comlink proxies, each holding a MessagePort on both
@@ -24,3 +26,7 @@ function releasingCallbacks(engine: TillerEngine): TillerEngine {
 }
 
 Comlink.expose(releasingCallbacks(createEngine()));
+// ONNX Runtime's thread workers run this same script (the bundle is inlined here): only the engine warms up.
+if ((self as { name?: string }).name === ENGINE_WORKER_NAME) {
+  void warmUpRuntime().then((problem) => problem && console.warn(`ONNX Runtime did not start ahead of the first model: ${problem}`));
+}

@@ -5,18 +5,23 @@ import type { BenchWorker, PageBenchRequest } from './worker.ts';
 
 export interface BenchPageApi {
   runBench(request: PageBenchRequest): ReturnType<BenchWorker['run']>;
+  loadToReady(...args: Parameters<BenchWorker['loadToReady']>): ReturnType<BenchWorker['loadToReady']>;
   backendSupport: typeof detectBackends;
 }
 
+/** Runs one call in a fresh worker, dropped afterwards. */
+async function inFreshWorker<T>(call: (worker: Comlink.Remote<BenchWorker>) => Promise<T>): Promise<T> {
+  const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
+  try {
+    return await call(Comlink.wrap<BenchWorker>(worker));
+  } finally {
+    worker.terminate();
+  }
+}
+
 const api: BenchPageApi = {
-  async runBench(request) {
-    const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' });
-    try {
-      return await Comlink.wrap<BenchWorker>(worker).run(request);
-    } finally {
-      worker.terminate();
-    }
-  },
+  runBench: (request) => inFreshWorker((worker) => worker.run(request)),
+  loadToReady: (folder, warmUpFirst) => inFreshWorker((worker) => worker.loadToReady(folder, warmUpFirst)),
   backendSupport: detectBackends,
 };
 (globalThis as unknown as { tillerBench: BenchPageApi }).tillerBench = api;

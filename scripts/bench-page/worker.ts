@@ -1,7 +1,7 @@
 /** Runs one model's measurements (scripts/bench-measure.ts) on one backend, in the page's worker. */
 import * as Comlink from 'comlink';
 import { openCheckPair } from '../../src/engine/model/check.ts';
-import { ort } from '../../src/engine/model/runtime.ts';
+import { ort, warmUpRuntime } from '../../src/engine/model/runtime.ts';
 import type { ModelConfig } from '../../src/engine/model/steerable-model.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
 import { FolderUrlSource } from '../../src/engine/sources/hub.ts';
@@ -62,6 +62,26 @@ async function personaExtraction(model: BenchModel, base: string) {
   }
 }
 
-const api = { run };
+/**
+ * 8. Load-to-ready in this fresh worker: the app's load of a model folder on WASM, either at once (ONNX
+ * Runtime starts with the model's session) or after the runtime was started ahead, as the app's engine worker
+ * does while the visitor reads the page.
+ */
+async function loadToReady(folder: string, warmUpFirst: boolean) {
+  let warmUpMs: number | undefined;
+  if (warmUpFirst) {
+    const started = performance.now();
+    const problem = await warmUpRuntime();
+    if (problem) throw new Error(`warm-up failed: ${problem}`);
+    warmUpMs = performance.now() - started;
+  }
+  const started = performance.now();
+  const loaded = await loadModel(new FolderUrlSource(new URL(`/models/${folder}/`, self.location.href).href), { backend: 'wasm' });
+  const loadMs = performance.now() - started;
+  await loaded.dispose();
+  return { warmUpMs, loadMs };
+}
+
+const api = { run, loadToReady };
 export type BenchWorker = typeof api;
 Comlink.expose(api);

@@ -7,11 +7,12 @@
  */
 import * as Comlink from 'comlink';
 import type { TillerEngine } from '../engine/api.ts';
+import { ENGINE_WORKER_NAME } from './engine-worker-name.ts';
 
 export type EngineClient = Comlink.Remote<TillerEngine>;
 export type EngineWorker = Comlink.Endpoint & { terminate(): void };
 
-export const ENGINE_WORKER_NAME = 'tiller-engine';
+export { ENGINE_WORKER_NAME };
 export const CANCEL_GRACE_MS = 4000;
 
 export class EngineRestartedError extends Error {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../../src/engine/generation/generate.ts';
 import { loadModel } from '../../src/engine/model/load.ts';
+import { warmUpRuntime } from '../../src/engine/model/runtime.ts';
 import { decoderConfigOf } from '../../src/engine/model/config.ts';
 import { UnsupportedGraphError } from '../../src/engine/onnx/analysis.ts';
 import { OnnxFormatError } from '../../src/engine/onnx/model.ts';
@@ -136,5 +137,14 @@ describe('config.json field names of other families', () => {
     });
     expect(decoderConfigOf({ text_config: { n_layer: 4 }, n_layer: 99 }).num_hidden_layers).toBe(4);
     expect(decoderConfigOf({ max_position_embeddings: 4096, n_positions: 1024 }).max_position_embeddings).toBe(4096);
+  });
+});
+
+describe('runtime warm-up', () => {
+  it('starts ONNX Runtime ahead of the first model, once, with a graph it accepts', async () => {
+    // The engine worker calls this when it starts; a graph ORT refused would turn into the message below.
+    const started = warmUpRuntime();
+    expect(warmUpRuntime()).toBe(started);
+    expect(await started).toBeUndefined();
   });
 });

@@ -5,6 +5,7 @@
  * the KV cache kept on the GPU.
  */
 import * as ort from '#onnxruntime';
+import { ProtoWriter } from '../onnx/proto.ts';
 
 export { ort };
 export type Backend = 'webgpu' | 'wasm';
@@ -125,7 +126,41 @@ export async function runSession(
   }
 }
 
+let warmedUp: Promise<string | undefined> | undefined;
+
+/**
+ * Starts ONNX Runtime's WASM module with a one-node graph. The first session of a page compiles and starts it:
+ * about 6 s of the 8 s that loading the 1.3 MB story model takes in headless Chromium on 2 cores. The engine
+ * worker calls this when it starts, so that this happens while the visitor reads the page and picks a model.
+ * Resolves to why it failed, if it did: the first model load then meets the same problem and reports it.
+ */
+export function warmUpRuntime(): Promise<string | undefined> {
+  warmedUp ??= (async () => {
+    configureOnce();
+    const session = await ort.InferenceSession.create(identityGraph(), { executionProviders: ['wasm'], logSeverityLevel: 3 });
+    await session.release();
+    return undefined;
+  })().catch((error: unknown) => (error as Error)?.message ?? String(error));
+  return warmedUp;
+}
+
+/** An ONNX model computing y = Identity(x) on one float: the smallest graph a session accepts. */
+function identityGraph(): Uint8Array {
+  const value = (name: string) => (info: ProtoWriter) =>
+    info.string(1, name).message(2, (type) => type.message(1, (tensor) => tensor.int(1, 1).message(2, (shape) => shape.message(1, (dim) => dim.int(1, 1)))));
+  return new ProtoWriter()
+    .int(1, 8) // ir_version
+    .message(8, (opset) => opset.string(1, '').int(2, 13))
+    .message(7, (graph) => graph
+      .message(1, (node) => node.string(1, 'x').string(2, 'y').string(4, 'Identity'))
+      .string(2, 'warm-up')
+      .message(11, value('x'))
+      .message(12, value('y')))
+    .finish();
+}
+
 export async function createSession(files: SessionFiles, backend: Backend, gpuOutputs: string[]): Promise<ort.InferenceSession> {
+  await warmedUp; // one start of the runtime at a time
   configureOnce();
   if (backend === 'webgpu' && deviceLoss !== undefined) throw lostError();
   const options: ort.InferenceSession.SessionOptions = {
