@@ -1,7 +1,7 @@
 /** The engine in its own thread: the page talks to it through comlink and never blocks. */
 import * as Comlink from 'comlink';
 import { type TillerEngine, createEngine } from '../src/engine/api.ts';
-import { warmUpRuntime } from '../src/engine/model/runtime.ts';
+import { detectBackends, warmUpRuntime } from '../src/engine/model/runtime.ts';
 import { ENGINE_WORKER_NAME } from '../src/lib/engine-worker-name.ts';
 
 /**
@@ -26,7 +26,11 @@ function releasingCallbacks(engine: TillerEngine): TillerEngine {
 }
 
 Comlink.expose(releasingCallbacks(createEngine()));
-// ONNX Runtime's thread workers run this same script (the bundle is inlined here): only the engine warms up.
+// ONNX Runtime's thread workers run this same script (the bundle is inlined here): only the engine warms up,
+// and only where WebGPU is absent (the WASM-only laptops of a workshop). With WebGPU, a warmed-up runtime made
+// the generation that restarts on WASM after a lost GPU device hang in 2 of 4 runs of reliability test 3.
 if ((self as { name?: string }).name === ENGINE_WORKER_NAME) {
-  void warmUpRuntime().then((problem) => problem && console.warn(`ONNX Runtime did not start ahead of the first model: ${problem}`));
+  void detectBackends()
+    .then(({ webgpu }) => (webgpu ? undefined : warmUpRuntime()))
+    .then((problem) => problem && console.warn(`ONNX Runtime did not start ahead of the first model: ${problem}`));
 }
