@@ -5,7 +5,9 @@
  * the KV cache kept on the GPU.
  */
 import * as ort from '#onnxruntime';
+import { TensorType } from '../onnx/model.ts';
 import { ProtoWriter } from '../onnx/proto.ts';
+import { encodeNode, encodeTensorValueInfo } from '../onnx/surgery.ts';
 
 export { ort };
 export type Backend = 'webgpu' | 'wasm';
@@ -146,16 +148,14 @@ export function warmUpRuntime(): Promise<string | undefined> {
 
 /** An ONNX model computing y = Identity(x) on one float: the smallest graph a session accepts. */
 function identityGraph(): Uint8Array {
-  const value = (name: string) => (info: ProtoWriter) =>
-    info.string(1, name).message(2, (type) => type.message(1, (tensor) => tensor.int(1, 1).message(2, (shape) => shape.message(1, (dim) => dim.int(1, 1)))));
   return new ProtoWriter()
     .int(1, 8) // ir_version
     .message(8, (opset) => opset.string(1, '').int(2, 13))
     .message(7, (graph) => graph
-      .message(1, (node) => node.string(1, 'x').string(2, 'y').string(4, 'Identity'))
+      .bytes(1, encodeNode('Identity', 'warm-up', ['x'], ['y']))
       .string(2, 'warm-up')
-      .message(11, value('x'))
-      .message(12, value('y')))
+      .bytes(11, encodeTensorValueInfo('x', TensorType.FLOAT, [1]))
+      .bytes(12, encodeTensorValueInfo('y', TensorType.FLOAT, [1])))
     .finish();
 }
 

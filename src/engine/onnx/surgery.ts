@@ -229,7 +229,7 @@ function rewriteGraph(model: OnnxModel, edit: GraphEdit): Uint8Array {
   return modelWriter.finish();
 }
 
-function encodeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: Uint8Array[] = []): Uint8Array {
+export function encodeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: Uint8Array[] = []): Uint8Array {
   const writer = new ProtoWriter();
   for (const input of inputs) writer.string(1, input);
   for (const output of outputs) writer.string(2, output);
@@ -252,7 +252,7 @@ function encodeInt64Tensor(name: string, value: number): Uint8Array {
   return new ProtoWriter().int(1, 1).int(2, TensorType.INT64).string(8, name).bytes(TENSOR_RAW_DATA, raw).finish();
 }
 
-function encodeTensorValueInfo(name: string, elemType: number, shape: (number | string)[]): Uint8Array {
+export function encodeTensorValueInfo(name: string, elemType: number, shape: (number | string)[]): Uint8Array {
   return new ProtoWriter()
     .string(1, name)
     .message(2, (type) => type.message(1, (tensor) => {
