@@ -41,6 +41,38 @@ const HELD_OUT = {
   ],
 };
 
+/**
+ * A second set of our own whose pairs share their events and differ in how the characters feel ("the kids ran out
+ * to play" / "had to stay in"), worded unlike the presets (no "was very happy").
+ */
+const HELD_OUT_FEELINGS = {
+  kind: 'texts' as const,
+  positive: [
+    'When the bell rang, the kids ran out to play. They shouted and laughed in the sun.',
+    'Dad came home from work. Tim ran to the door and gave him a big hug.',
+    'The cat found a warm spot by the fire. She purred and closed her eyes.',
+    'Sara looked at her drawing. It was the best one she ever made, and she grinned.',
+    'The boat sailed on the lake. The family waved and cheered as it went.',
+    'On her birthday, Emma got a puppy. She danced around the room with joy.',
+    'The old man sat on the bench and fed the birds. He smiled and hummed a tune.',
+    'Max opened the box. Inside was a shiny new bike, and he jumped up and down.',
+    'The rain stopped and a rainbow came out. The girls clapped their hands.',
+    'Zoe and her friend baked cookies. They ate them warm and giggled a lot.',
+  ],
+  negative: [
+    'When the bell rang, the kids had to stay in. They sat quietly and looked at the rain.',
+    'Dad did not come home from work. Tim sat by the door and waited all night.',
+    'The cat could not find a warm spot. She shivered in the cold and cried.',
+    'Sara looked at her drawing. It was torn and dirty, and she started to cry.',
+    'The boat sank in the lake. The family stood on the shore and wept.',
+    'On her birthday, Emma got nothing. She sat in her room all alone.',
+    'The old man sat on the bench alone. No birds came, and he sighed.',
+    'Max opened the box. It was empty, and he felt very upset.',
+    'The rain did not stop all day. The girls stayed inside and felt gloomy.',
+    'Zoe and her friend had a fight. They went home and did not talk.',
+  ],
+};
+
 /** The issue's measure of what steering does: mean logit(▁happy) − logit(▁sa) at +0.25 minus at −0.25, five prompts. */
 async function steeringEffect(model: SteerableModel, extraction: Extraction, layerIndex: number): Promise<number> {
   const tokenizer = model.tokenizer!;
@@ -70,6 +102,7 @@ describe('steerability chooses a layer that steers (stories260K)', () => {
       'happy-sad-stories': contrastiveSetOf(presetById('happy-sad-stories')),
       'kind-mean-stories': contrastiveSetOf(presetById('kind-mean-stories')),
       'held-out happy/sad': HELD_OUT,
+      'held-out feelings': HELD_OUT_FEELINGS,
     };
     for (const [name, set] of Object.entries(sets)) {
       const extraction = await extractDirections(model, set, { method: 'mean', mode: 'mean' });
@@ -86,7 +119,7 @@ describe('steerability chooses a layer that steers (stories260K)', () => {
   }, 120_000);
   afterAll(() => model.dispose());
 
-  for (const name of ['happy-sad-stories', 'kind-mean-stories']) {
+  for (const name of ['happy-sad-stories', 'kind-mean-stories', 'held-out feelings']) {
     it(`${name}: the recommended layer's steering effect is at least 70 % of the best layer's`, () => {
       const { extraction, effects } = results[name];
       expect(extraction.steerability?.problem).toBeUndefined();
