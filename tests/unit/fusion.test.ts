@@ -14,6 +14,8 @@ import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { type DecoderShape, writeSyntheticModel } from '../support/synthetic-decoder.ts';
 import { SHARED, sharedGraphPath, sharedModel } from '../support/paths.ts';
 
+const STORIES_FUSED = ['5 attention blocks → MultiHeadAttention', '10 rotaries → RotaryEmbedding'];
+
 interface Folder {
   dir: string;
   file: string;
@@ -69,7 +71,7 @@ async function compareFused(unfused: SteerableModel, fused: SteerableModel, voca
   return worst;
 }
 
-describe('attention fusion on stories260K-hf (a real torch export, GQA 8 query / 4 KV heads, repeat_kv)', () => {
+describe('fusion on stories260K-hf (a real torch export: GQA 8 query / 4 KV heads with repeat_kv, interleaved rotary)', () => {
   const folder = folderOf(sharedModel(SHARED.stories.folder));
   let pair: Awaited<ReturnType<typeof openBoth>>;
   beforeAll(async () => {
@@ -80,13 +82,16 @@ describe('attention fusion on stories260K-hf (a real torch export, GQA 8 query /
     await pair.fused.dispose();
   });
 
-  it('fuses every layer\'s attention into MultiHeadAttention, and nothing else changes', () => {
-    expect(pair.applied).toEqual(['5 attention blocks → MultiHeadAttention']);
+  it('fuses every layer\'s attention into MultiHeadAttention and its interleaved rotaries into RotaryEmbedding, and nothing else', () => {
+    expect(pair.applied).toEqual(STORIES_FUSED);
     const model = parseModel(bytesOf(folder));
     const plan = planFusion(model, analyseGraph(model), { heads: 8 });
     const removed = model.graph.nodes.filter((node) => plan.removedNodes.has(node.index)).map((node) => node.opType);
     expect(removed.filter((op) => op === 'Softmax')).toHaveLength(5);
-    expect(removed).not.toContain('Concat'); // present.N.key/value are still the graph's own Concats
+    expect(removed.filter((op) => op === 'Sub')).toHaveLength(10); // x₀·cos − x₁·sin, for Q and K of every layer
+    // present.N.key/value are still the graph's own Concats, and the residual Adds are untouched.
+    for (const entry of analyseGraph(model).kv) expect(plan.removedNodes.has(model.graph.nodes.find((node) => node.outputs[0] === entry.keyOutput)!.index)).toBe(false);
+    for (const site of analyseGraph(model).layers) expect(plan.removedNodes.has(site.node.index)).toBe(false);
   });
 
   it('gives the unfused graph\'s logits (prefill, decode through the KV cache, left padding) and greedy tokens', async () => {
@@ -97,7 +102,7 @@ describe('attention fusion on stories260K-hf (a real torch export, GQA 8 query /
 
   it('passes the steering check (zero steering is an identity against the published graph, steering moves the residual by v)', async () => {
     const { original, instrumented, fused } = await openCheckPair(bytesOf(folder), folder.file, readExternal(folder), 'wasm', folder.config, {}, { heads: 8 });
-    expect(fused).toEqual(['5 attention blocks → MultiHeadAttention']);
+    expect(fused).toEqual(STORIES_FUSED);
     const report = await checkSteering(original, instrumented);
     await original.dispose();
     await instrumented.dispose();
@@ -105,7 +110,7 @@ describe('attention fusion on stories260K-hf (a real torch export, GQA 8 query /
   });
 });
 
-describe('attention fusion on synthetic torch decoders (KV heads grouped without repeat_kv)', () => {
+describe('fusion on synthetic torch decoders (KV heads grouped without repeat_kv, rotate_half rotary from cos/sin tables)', () => {
   for (const [name, shape] of [
     ['GQA-shaped (4 query / 2 KV heads)', { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, vocab: 256, maxPositions: 64 }],
     ['MHA-shaped (4 / 4 heads)', { layers: 2, hidden: 64, heads: 4, kvHeads: 4, intermediate: 128, vocab: 256, maxPositions: 64 }],
@@ -113,7 +118,7 @@ describe('attention fusion on synthetic torch decoders (KV heads grouped without
     it(`${name}: fused logits and greedy tokens equal the unfused graph's; the steering check passes`, async () => {
       const folder = folderOf(writeSyntheticModel(mkdtempSync(path.join(tmpdir(), 'tiller-fusion-')), shape, 'torch'));
       const pair = await openBoth(folder);
-      expect(pair.applied).toEqual(['2 attention blocks → MultiHeadAttention']);
+      expect(pair.applied).toEqual(['2 attention blocks → MultiHeadAttention', '4 rotaries → RotaryEmbedding']);
       const worst = await compareFused(pair.unfused, pair.fused, shape.vocab);
       console.log(`synthetic torch ${name}: fused vs unfused logits differ by at most ${worst.toExponential(2)} of their scale`);
       expect(worst).toBeLessThan(1e-5);
@@ -144,7 +149,7 @@ describe('what is not fused, and the check at load', () => {
     const prepared = await prepare(folder, true);
     const { session, report } = await openCheckedSession(prepared, 'wasm', (s) => steerable(folder, prepared, s));
     expect(report.applied).toEqual([]);
-    expect(report.fellBack).toMatch(/^fused 5 attention blocks → MultiHeadAttention, but its logits differ from the published graph's by .* using the graph as published$/);
+    expect(report.fellBack).toMatch(/^fused 5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding, but its logits differ from the published graph's by .* using the graph as published$/);
     // The session kept is the published graph's: it has no MultiHeadAttention to get wrong.
     const kept = steerable(folder, prepared, session);
     const unfused = steerable(folder, prepared, await openSession(prepared, 'wasm'));
@@ -157,7 +162,7 @@ describe('what is not fused, and the check at load', () => {
   it('loadModel fuses by default and reports it; fuse: false runs the graph as published', async () => {
     const source = () => new FolderSource(sharedModel(SHARED.stories.folder));
     const fused = await loadModel(source(), { backend: 'wasm' });
-    expect(fused.info.fusion).toMatchObject({ applied: ['5 attention blocks → MultiHeadAttention'] });
+    expect(fused.info.fusion).toMatchObject({ applied: STORIES_FUSED });
     expect(fused.info.fusion?.fellBack).toBeUndefined();
     expect(fused.info.selfCheck?.ok).toBe(true);
     await fused.dispose();

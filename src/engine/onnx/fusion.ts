@@ -1,8 +1,9 @@
 /**
- * Rewrites the plain-op attention of torch/Optimum exports into ONNX Runtime's contrib
- * `com.microsoft.MultiHeadAttention`, which ORT Web runs on WASM and WebGPU as one kernel.
+ * Rewrites the plain-op attention and rotary embeddings of torch/Optimum exports into ONNX Runtime's contrib
+ * ops `com.microsoft.MultiHeadAttention` and `com.microsoft.RotaryEmbedding`, which ORT Web runs on WASM and
+ * WebGPU as one kernel each.
  *
- * Matched by structure from each Softmax over the last axis:
+ * Attention, matched by structure from each Softmax over the last axis:
  *   scores = MatMul(Q', Transpose(K, [0,1,3,2])) · c   (Mul or Div by a constant scalar)
  *   Softmax(scores' + mask)                          (scores' = scores, or scores viewed by head)
  *   out = Reshape(Transpose(MatMul(P', V), [0,2,1,3]))  (P' = P, or P viewed by KV group)
@@ -11,6 +12,10 @@
  * KV group. It becomes MultiHeadAttention(query = Q as `[batch, seq, heads·head_dim]`, key and value as
  * `[batch, heads, total, head_dim]`, attention_bias = the export's own additive mask, scale = c), writing
  * the same output tensor. The mask is the one the export adds, so left padding means what it meant.
+ *
+ * Rotary (matchRotary): rotate_half or interleaved pairs applied to Q or K `[batch, heads, seq, head_dim]`
+ * with the export's cos and sin, which become RotaryEmbedding's caches as they are (emitRotaryCaches).
+ *
  * The KV cache outputs, residual Adds and everything else are left as they were; anything that does not
  * match exactly is left alone. Whether the result computes the same numbers is checked at load (load.ts).
  */
@@ -41,15 +46,15 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
   if (analysis.flavour !== 'torch' || !(options.heads > 0)) return plan;
   const graph = new GraphIndex(model);
   let fused = 0;
+  const heads = options.heads;
   for (const softmax of model.graph.nodes.filter((node) => node.opType === 'Softmax' && node.domain === '')) {
     const match = matchAttention(graph, analysis.kv, softmax);
     if (!match || match.removed.some((node) => plan.removedNodes.has(node.index))) continue;
+    if (!(match.key.repeated && match.value.repeated) && !repeatable(match.kv, heads)) continue;
     const tag = `tiller/fused_attention_${fused}`;
-    const heads = options.heads;
     const queryByToken = emitQueryByToken(plan, tag, match.query);
     const key = match.key.repeated ? match.key.tensor : emitRepeatKv(plan, tag, 'key', match.key.tensor, match.kv, heads);
     const value = match.value.repeated ? match.value.tensor : emitRepeatKv(plan, tag, 'value', match.value.tensor, match.kv, heads);
-    if (!key || !value) continue;
     const scale = options.breakScale ? match.scale * 2 : match.scale;
     plan.addedNodes.push(encodeNode('MultiHeadAttention', tag, [queryByToken, key, value, '', '', match.mask], [match.output], [
       intAttribute('num_heads', heads), floatAttribute('scale', scale),
@@ -58,7 +63,172 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
     fused++;
   }
   if (fused > 0) plan.applied.push(`${fused} attention block${fused === 1 ? '' : 's'} → MultiHeadAttention`);
+
+  const caches = new Map<string, { cos: string; sin: string }>();
+  let rotated = 0;
+  for (const node of model.graph.nodes) {
+    const match = matchRotary(graph, node);
+    if (!match || match.removed.some((removed) => plan.removedNodes.has(removed.index))) continue;
+    const cacheKey = `${match.cos}|${match.sin}|${match.half}`;
+    let cache = caches.get(cacheKey);
+    if (!cache) caches.set(cacheKey, (cache = emitRotaryCaches(plan, `tiller/rotary_cache_${caches.size}`, match)));
+    if (rotated === 0) plan.addedInitializers.push(encodeInt64Tensor(ROTARY_OFFSET, [0]));
+    plan.addedNodes.push(encodeNode('RotaryEmbedding', `tiller/fused_rotary_${rotated}`, [match.input, ROTARY_OFFSET, cache.cos, cache.sin], [match.output], [
+      intAttribute('interleaved', match.interleaved ? 1 : 0),
+    ], CONTRIB_DOMAIN));
+    for (const removed of match.removed) plan.removedNodes.add(removed.index);
+    rotated++;
+  }
+  if (rotated > 0) plan.applied.push(`${rotated} rotar${rotated === 1 ? 'y' : 'ies'} → RotaryEmbedding`);
   return plan;
+}
+
+/** RotaryEmbedding's position_ids as one offset: position s of the step reads row s of the caches below. */
+const ROTARY_OFFSET = 'tiller.rotary_offset';
+
+interface RotaryMatch {
+  /** `[batch, heads, seq, head_dim]`, and the tensor the rotation writes. */
+  input: string;
+  output: string;
+  /** `[batch, seq, width]` cos and sin of this step's positions as the export computes them (width: half
+   *  the head for interleaved pairs, the whole head for rotate_half, whose two halves are equal). */
+  cos: string;
+  sin: string;
+  /** The columns of cos and sin that hold the angles: the first half for rotate_half, all for interleaved pairs. */
+  half?: number;
+  interleaved: boolean;
+  removed: OnnxNode[];
+}
+
+/**
+ * Rotary embedding applied to `[batch, heads, seq, head_dim]`, by one of two structures:
+ *  - rotate_half (Llama in transformers): x·cos + concat(−x[half:], x[:half])·sin;
+ *  - interleaved pairs (llama2.c's, as stories260K exports it): x viewed as pairs (x₀, x₁), then
+ *    (x₀·cos − x₁·sin, x₀·sin + x₁·cos) stacked back;
+ * where cos and sin are `[batch, 1, seq, width]`, unsqueezed from `[batch, seq, width]`.
+ */
+function matchRotary(graph: GraphIndex, node: OnnxNode): RotaryMatch | undefined {
+  if (node.domain !== '') return undefined;
+  const match = node.opType === 'Add' ? matchRotateHalf(graph, node) : node.opType === 'Reshape' ? matchInterleaved(graph, node) : undefined;
+  if (!match) return undefined;
+  const inside = new Set(match.removed);
+  for (const removed of match.removed) {
+    if (removed === node) continue;
+    for (const output of removed.outputs) {
+      if (graph.isGraphOutput(output) || graph.consumers(output).some((user) => !inside.has(user))) return undefined;
+    }
+  }
+  return match;
+}
+
+/** The `[batch, seq, width]` tensor a `[batch, 1, seq, width]` one was unsqueezed from (axis 1). */
+function unsqueezedAt1(graph: GraphIndex, name: string): string | undefined {
+  const node = graph.producer(name);
+  if (node?.opType !== 'Unsqueeze') return undefined;
+  const axes = node.inputs[1] ? graph.ints(node.inputs[1]) : node.attributes.get('axes')?.ints;
+  return axes && sameInts(axes, [1]) ? node.inputs[0] : undefined;
+}
+
+/** Mul(a, b) as [the operand that is `x`, the other], in either order. */
+function productWith(graph: GraphIndex, name: string, x: string): [OnnxNode, string] | undefined {
+  const node = graph.producer(name);
+  if (node?.opType !== 'Mul' || node.domain !== '') return undefined;
+  const at = node.inputs.indexOf(x);
+  return at < 0 ? undefined : [node, node.inputs[1 - at]];
+}
+
+function matchRotateHalf(graph: GraphIndex, add: OnnxNode): RotaryMatch | undefined {
+  for (const side of [0, 1]) {
+    const concat = graph.producer(graph.producer(add.inputs[1 - side])?.inputs.find((input) => graph.producer(input)?.opType === 'Concat') ?? '');
+    if (concat?.opType !== 'Concat' || concat.inputs.length !== 2) continue;
+    const lastAxis = concat.attributes.get('axis')?.int;
+    if (lastAxis !== -1 && lastAxis !== 3) continue;
+    const negate = graph.producer(concat.inputs[0]);
+    const second = negate?.opType === 'Neg' ? graph.producer(negate.inputs[0]) : undefined;
+    const first = graph.producer(concat.inputs[1]);
+    if (second?.opType !== 'Slice' || first?.opType !== 'Slice' || second.inputs[0] !== first.inputs[0]) continue;
+    const x = first.inputs[0];
+    const firstRange = sliceRange(graph, first);
+    const secondRange = sliceRange(graph, second);
+    if (!firstRange || !secondRange || firstRange.start !== 0 || secondRange.start !== firstRange.end || secondRange.end < 2 * firstRange.end) continue;
+    const cosTerm = productWith(graph, add.inputs[side], x);
+    const sinTerm = productWith(graph, add.inputs[1 - side], concat.outputs[0]);
+    if (!cosTerm || !sinTerm) continue;
+    const cos = unsqueezedAt1(graph, cosTerm[1]);
+    const sin = unsqueezedAt1(graph, sinTerm[1]);
+    if (!cos || !sin) continue;
+    return {
+      input: x, output: add.outputs[0], cos, sin, half: firstRange.end, interleaved: false,
+      removed: [add, cosTerm[0], sinTerm[0], concat, negate!, first, second],
+    };
+  }
+  return undefined;
+}
+
+/** A Slice along the last axis (-1 or 3) with step 1: its start and end. */
+function sliceRange(graph: GraphIndex, slice: OnnxNode): { start: number; end: number } | undefined {
+  const [starts, ends, axes, steps] = [1, 2, 3, 4].map((i) => (slice.inputs[i] ? graph.ints(slice.inputs[i]) : undefined));
+  if (!starts || !ends || !axes || starts.length !== 1 || ends.length !== 1 || !(sameInts(axes, [-1]) || sameInts(axes, [3]))) return undefined;
+  if (slice.inputs[4] && !(steps && sameInts(steps, [1]))) return undefined;
+  return { start: starts[0], end: ends[0] };
+}
+
+function matchInterleaved(graph: GraphIndex, merge: OnnxNode): RotaryMatch | undefined {
+  const stack = graph.producer(merge.inputs[0]);
+  const stackAxis = stack?.attributes.get('axis')?.int;
+  if (stack?.opType !== 'Concat' || stack.inputs.length !== 2 || (stackAxis !== -1 && stackAxis !== 5)) return undefined;
+  const [firstOut, secondOut] = stack.inputs.map((input) => graph.producer(input));
+  if (firstOut?.opType !== 'Unsqueeze' || secondOut?.opType !== 'Unsqueeze') return undefined;
+  for (const unsqueeze of [firstOut, secondOut]) {
+    const axes = unsqueeze.inputs[1] ? graph.ints(unsqueeze.inputs[1]) : unsqueeze.attributes.get('axes')?.ints;
+    if (!axes || !(sameInts(axes, [-1]) || sameInts(axes, [4]))) return undefined;
+  }
+  const difference = graph.producer(firstOut.inputs[0]);
+  const sum = graph.producer(secondOut.inputs[0]);
+  if (difference?.opType !== 'Sub' || sum?.opType !== 'Add') return undefined;
+  // x₀·cos − x₁·sin and x₀·sin + x₁·cos, (x₀, x₁) the Gathers of index 0 and 1 along the last axis of a view of x.
+  const gatherOf = (product: string, index: number) => graph.producer(product)?.inputs.map((input) => graph.producer(input))
+    .find((node) => node?.opType === 'Gather' && graph.int(node.inputs[1]) === index);
+  const x0 = gatherOf(difference.inputs[0], 0);
+  const x1 = gatherOf(difference.inputs[1], 1);
+  if (!x0 || !x1 || x0.inputs[0] !== x1.inputs[0]) return undefined;
+  for (const gather of [x0, x1]) {
+    const axis = gather.attributes.get('axis')?.int ?? 0;
+    if (axis !== -1 && axis !== 4) return undefined;
+  }
+  const pairs = graph.producer(x0.inputs[0]);
+  if (pairs?.opType !== 'Reshape') return undefined;
+  const x = pairs.inputs[0];
+  const a = productWith(graph, difference.inputs[0], x0.outputs[0]);
+  const b = productWith(graph, difference.inputs[1], x1.outputs[0]);
+  const c = productWith(graph, sum.inputs[0], x0.outputs[0]);
+  const d = productWith(graph, sum.inputs[1], x1.outputs[0]);
+  if (!a || !b || !c || !d || a[1] !== d[1] || b[1] !== c[1]) return undefined;
+  const cos = unsqueezedAt1(graph, a[1]);
+  const sin = unsqueezedAt1(graph, b[1]);
+  if (!cos || !sin) return undefined;
+  return {
+    input: x, output: merge.outputs[0], cos, sin, interleaved: true,
+    removed: [merge, stack, firstOut, secondOut, difference, sum, a[0], b[0], c[0], d[0], x0, x1, pairs],
+  };
+}
+
+/** RotaryEmbedding's caches `[seq, half]` from this step's cos and sin `[batch, seq, width]`: row 0 of the batch,
+ *  the columns holding the angles. Tiller gives every batch row the same positions (padding counts as positions,
+ *  steerable-model.ts), so row 0's angles are every row's, and the export's own values are used unchanged. */
+function emitRotaryCaches(plan: FusionPlan, tag: string, match: RotaryMatch): { cos: string; sin: string } {
+  plan.addedInitializers.push(encodeInt64Tensor(`${tag}.row`, [0], []));
+  if (match.half !== undefined) {
+    plan.addedInitializers.push(encodeInt64Tensor(`${tag}.starts`, [0]), encodeInt64Tensor(`${tag}.ends`, [match.half]), encodeInt64Tensor(`${tag}.axes`, [1]));
+  }
+  const cacheOf = (name: string, kind: string) => {
+    const row = `${tag}.${kind}_row`;
+    plan.addedNodes.push(encodeNode('Gather', `${tag}/${kind}_row`, [name, `${tag}.row`], [row], [intAttribute('axis', 0)]));
+    if (match.half === undefined) return row;
+    plan.addedNodes.push(encodeNode('Slice', `${tag}/${kind}`, [row, `${tag}.starts`, `${tag}.ends`, `${tag}.axes`], [`${tag}.${kind}`]));
+    return `${tag}.${kind}`;
+  };
+  return { cos: cacheOf(match.cos, 'cos'), sin: cacheOf(match.sin, 'sin') };
 }
 
 interface AttentionMatch {
@@ -173,11 +343,16 @@ function emitQueryByToken(plan: FusionPlan, tag: string, query: string): string 
   return `${tag}.query`;
 }
 
-/** The KV cache `[batch, kv_heads, total, head_dim]` with each KV head repeated for its query heads
- *  (head h reads KV head ⌊h / group⌋, as repeat_kv orders them), or undefined when the sizes are unknown. */
-function emitRepeatKv(plan: FusionPlan, tag: string, kind: string, tensor: string, kv: KvInput, heads: number): string | undefined {
+/** Whether the graph declares the KV cache's head count and size, and the query heads share KV heads evenly. */
+function repeatable(kv: KvInput, heads: number): boolean {
   const [, kvHeads, , headDim] = kv.shape;
-  if (typeof kvHeads !== 'number' || typeof headDim !== 'number' || heads % kvHeads !== 0) return undefined;
+  return typeof kvHeads === 'number' && typeof headDim === 'number' && heads % kvHeads === 0;
+}
+
+/** The KV cache `[batch, kv_heads, total, head_dim]` with each KV head repeated for its query heads
+ *  (head h reads KV head ⌊h / group⌋, as repeat_kv orders them). */
+function emitRepeatKv(plan: FusionPlan, tag: string, kind: string, tensor: string, kv: KvInput, heads: number): string {
+  const [, kvHeads, , headDim] = kv.shape as number[];
   if (kvHeads === heads) return tensor;
   const name = `${tag}.${kind}`;
   plan.addedInitializers.push(
@@ -245,6 +420,22 @@ class GraphIndex {
     if (node?.opType !== opType || node.domain !== '') return undefined;
     removed.push(node);
     return node;
+  }
+
+  /** The values of an int64 or int32 constant (an initializer or a Constant node), if `name` is one. */
+  ints(name: string): number[] | undefined {
+    const tensor = this.initializers.get(name) ?? this.producer(name)?.attributes.get('value')?.tensor;
+    if (!tensor?.rawData || (tensor.dataType !== TensorType.INT64 && tensor.dataType !== TensorType.INT32)) return undefined;
+    const { start, end } = tensor.rawData;
+    const width = tensor.dataType === TensorType.INT64 ? 8 : 4;
+    const view = new DataView(this.model.bytes.buffer, this.model.bytes.byteOffset + start, end - start);
+    return Array.from({ length: (end - start) / width }, (_, i) => (width === 8 ? Number(view.getBigInt64(8 * i, true)) : view.getInt32(4 * i, true)));
+  }
+
+  /** The value of a one-element integer constant. */
+  int(name: string): number | undefined {
+    const values = this.ints(name);
+    return values?.length === 1 ? values[0] : undefined;
   }
 
   /** The value of a float32 scalar constant (an initializer or a Constant node), if `name` is one. */

@@ -283,12 +283,14 @@ export function floatAttribute(name: string, value: number): Uint8Array {
   return new ProtoWriter().string(1, name).tag(2, WIRE_FIXED32).raw(bits).int(20, 1).finish();
 }
 
-/** A 1-D int64 initializer. */
-export function encodeInt64Tensor(name: string, values: number[]): Uint8Array {
+/** An int64 initializer, 1-D unless `dims` says otherwise ([] for a scalar). */
+export function encodeInt64Tensor(name: string, values: number[], dims = [values.length]): Uint8Array {
   const raw = new Uint8Array(8 * values.length);
   const view = new DataView(raw.buffer);
   values.forEach((value, i) => view.setBigInt64(8 * i, BigInt(value), true));
-  return new ProtoWriter().int(1, values.length).int(2, TensorType.INT64).string(8, name).bytes(TENSOR_RAW_DATA, raw).finish();
+  const writer = new ProtoWriter();
+  for (const dim of dims) writer.int(1, dim);
+  return writer.int(2, TensorType.INT64).string(8, name).bytes(TENSOR_RAW_DATA, raw).finish();
 }
 
 export function encodeTensorValueInfo(name: string, elemType: number, shape: (number | string)[]): Uint8Array {
