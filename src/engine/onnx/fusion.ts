@@ -45,10 +45,16 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
   const plan: FusionPlan = { applied: [], removedNodes: new Set(), addedNodes: [], addedInitializers: [] };
   if (analysis.flavour !== 'torch' || !(options.heads > 0)) return plan;
   const graph = new GraphIndex(model);
+  fuseAttention(plan, graph, analysis.kv, options);
+  fuseRotary(plan, graph);
+  return plan;
+}
+
+function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], options: FusionOptions): void {
+  const { heads } = options;
   let fused = 0;
-  const heads = options.heads;
-  for (const softmax of model.graph.nodes.filter((node) => node.opType === 'Softmax' && node.domain === '')) {
-    const match = matchAttention(graph, analysis.kv, softmax);
+  for (const softmax of graph.nodes.filter((node) => node.opType === 'Softmax' && node.domain === '')) {
+    const match = matchAttention(graph, kv, softmax);
     if (!match || match.removed.some((node) => plan.removedNodes.has(node.index))) continue;
     if (!(match.key.repeated && match.value.repeated) && !repeatable(match.kv, heads)) continue;
     const tag = `tiller/fused_attention_${fused}`;
@@ -63,10 +69,12 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
     fused++;
   }
   if (fused > 0) plan.applied.push(`${fused} attention block${fused === 1 ? '' : 's'} → MultiHeadAttention`);
+}
 
+function fuseRotary(plan: FusionPlan, graph: GraphIndex): void {
   const caches = new Map<string, { cos: string; sin: string }>();
   let rotated = 0;
-  for (const node of model.graph.nodes) {
+  for (const node of graph.nodes) {
     const match = matchRotary(graph, node);
     if (!match || match.removed.some((removed) => plan.removedNodes.has(removed.index))) continue;
     const cacheKey = `${match.cos}|${match.sin}|${match.half}`;
@@ -80,7 +88,143 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
     rotated++;
   }
   if (rotated > 0) plan.applied.push(`${rotated} rotar${rotated === 1 ? 'y' : 'ies'} → RotaryEmbedding`);
-  return plan;
+}
+
+interface AttentionMatch {
+  kv: KvInput;
+  /** `[batch, heads, seq, head_dim]`. */
+  query: string;
+  key: { tensor: string; repeated: boolean };
+  value: { tensor: string; repeated: boolean };
+  mask: string;
+  scale: number;
+  /** The `[batch, seq, hidden]` tensor the attention writes (o_proj's input). */
+  output: string;
+  removed: OnnxNode[];
+}
+
+function matchAttention(graph: GraphIndex, kv: KvInput[], softmax: OnnxNode): AttentionMatch | undefined {
+  const axis = softmax.attributes.get('axis')?.int ?? -1;
+  if (axis !== -1 && axis !== 3) return undefined;
+  const removed: OnnxNode[] = [softmax];
+  // The additive mask: one side of the Add before the Softmax; the other leads back to the scores.
+  const masked = graph.producedBy(softmax.inputs[0], removed, 'Add');
+  if (!masked) return undefined;
+  let mask: string | undefined;
+  let scoresNode: OnnxNode | undefined;
+  let headsView: OnnxNode | undefined;
+  for (const side of [0, 1]) {
+    let producer = graph.producer(masked.inputs[side]);
+    const view = producer?.opType === 'Reshape' ? producer : undefined;
+    if (view) producer = graph.producer(view.inputs[0]);
+    if ((producer?.opType === 'Mul' || producer?.opType === 'Div') && producer.domain === '') {
+      scoresNode = producer;
+      headsView = view;
+      mask = masked.inputs[1 - side];
+      break;
+    }
+  }
+  if (!scoresNode || !mask || graph.isConstant(mask)) return undefined;
+  removed.push(...(headsView ? [headsView] : []), scoresNode);
+  // scores · c or scores / c with c a constant scalar.
+  const constantAt = scoresNode.opType === 'Div' ? 1 : scoresNode.inputs.findIndex((input) => graph.scalar(input) !== undefined);
+  const c = constantAt >= 0 ? graph.scalar(scoresNode.inputs[constantAt]) : undefined;
+  if (c === undefined || c === 0) return undefined;
+  const scale = scoresNode.opType === 'Div' ? 1 / c : c;
+  const product = graph.producedBy(scoresNode.inputs[1 - constantAt], removed, 'MatMul');
+  if (!product) return undefined;
+  const keysTransposed = graph.producedBy(product.inputs[1], removed, 'Transpose');
+  if (!keysTransposed || !sameInts(keysTransposed.attributes.get('perm')?.ints, [0, 1, 3, 2])) return undefined;
+  let query = product.inputs[0];
+  if (headsView) {
+    // Q viewed by KV group (the heads of one KV head as extra rows): the view is dropped with the rest.
+    const grouped = graph.producedBy(query, removed, 'Reshape');
+    if (!grouped) return undefined;
+    query = grouped.inputs[0];
+  }
+
+  // P · V, then heads back beside each other: [batch, seq, heads · head_dim].
+  const weights = graph.onlyConsumer(softmax.outputs[0]);
+  const byGroup = weights?.opType === 'Reshape' ? weights : undefined;
+  if (Boolean(headsView) !== Boolean(byGroup)) return undefined;
+  if (byGroup) removed.push(byGroup);
+  const context = graph.onlyConsumer(byGroup ? byGroup.outputs[0] : softmax.outputs[0]);
+  if (context?.opType !== 'MatMul' || context.inputs[0] !== (byGroup ?? softmax).outputs[0]) return undefined;
+  removed.push(context);
+  let next = graph.onlyConsumer(context.outputs[0]);
+  if (next?.opType === 'Reshape' && next.inputs[0] === context.outputs[0]) {
+    removed.push(next);
+    next = graph.onlyConsumer(next.outputs[0]);
+  }
+  if (next?.opType !== 'Transpose' || !sameInts(next.attributes.get('perm')?.ints, [0, 2, 1, 3])) return undefined;
+  removed.push(next);
+  const merge = graph.onlyConsumer(next.outputs[0]);
+  if (merge?.opType !== 'Reshape' || merge.inputs[0] !== next.outputs[0]) return undefined;
+  removed.push(merge);
+
+  const key = cacheTensor(graph, keysTransposed.inputs[0], kv, 'key');
+  const value = cacheTensor(graph, context.inputs[1], kv, 'value');
+  if (!key || !value || key.kv !== value.kv) return undefined;
+  // Every removed intermediate feeds only the removed nodes, and none is a graph output.
+  const removedSet = new Set(removed);
+  for (const node of removed) {
+    if (node === merge) continue;
+    for (const output of node.outputs) {
+      if (graph.isGraphOutput(output) || graph.consumers(output).some((user) => !removedSet.has(user))) return undefined;
+    }
+  }
+  return {
+    kv: key.kv, query, key: { tensor: key.tensor, repeated: key.repeated }, value: { tensor: value.tensor, repeated: value.repeated },
+    mask, scale, output: merge.outputs[0], removed,
+  };
+}
+
+/** A layer's present.N.key/value, or its repeat_kv copy (Unsqueeze → Expand → Reshape of it). */
+function cacheTensor(graph: GraphIndex, tensor: string, kv: KvInput[], kind: 'key' | 'value') {
+  const output = (entry: KvInput) => (kind === 'key' ? entry.keyOutput : entry.valueOutput);
+  const direct = kv.find((entry) => output(entry) === tensor);
+  if (direct) return { kv: direct, tensor, repeated: false };
+  const reshape = graph.producer(tensor);
+  const expand = reshape?.opType === 'Reshape' ? graph.producer(reshape.inputs[0]) : undefined;
+  const unsqueeze = expand?.opType === 'Expand' ? graph.producer(expand.inputs[0]) : undefined;
+  const source = unsqueeze?.opType === 'Unsqueeze' ? kv.find((entry) => output(entry) === unsqueeze.inputs[0]) : undefined;
+  return source ? { kv: source, tensor, repeated: true } : undefined;
+}
+
+/** Q `[batch, heads, seq, head_dim]` as MultiHeadAttention's query, `[batch, seq, heads · head_dim]`. */
+function emitQueryByToken(plan: FusionPlan, tag: string, query: string): string {
+  const shape = `${tag}.query_shape`;
+  plan.addedInitializers.push(encodeInt64Tensor(shape, [0, 0, -1]));
+  plan.addedNodes.push(
+    encodeNode('Transpose', `${tag}/query_by_token`, [query], [`${tag}.query_by_token`], [intsAttribute('perm', [0, 2, 1, 3])]),
+    encodeNode('Reshape', `${tag}/query_merged`, [`${tag}.query_by_token`, shape], [`${tag}.query`]),
+  );
+  return `${tag}.query`;
+}
+
+/** Whether the graph declares the KV cache's head count and size, and the query heads share KV heads evenly. */
+function repeatable(kv: KvInput, heads: number): boolean {
+  const [, kvHeads, , headDim] = kv.shape;
+  return typeof kvHeads === 'number' && typeof headDim === 'number' && heads % kvHeads === 0;
+}
+
+/** The KV cache `[batch, kv_heads, total, head_dim]` with each KV head repeated for its query heads
+ *  (head h reads KV head ⌊h / group⌋, as repeat_kv orders them). */
+function emitRepeatKv(plan: FusionPlan, tag: string, kind: string, tensor: string, kv: KvInput, heads: number): string {
+  const [, kvHeads, , headDim] = kv.shape as number[];
+  if (kvHeads === heads) return tensor;
+  const name = `${tag}.${kind}`;
+  plan.addedInitializers.push(
+    encodeInt64Tensor(`${name}_axis`, [2]),
+    encodeInt64Tensor(`${name}_groups`, [1, 1, heads / kvHeads, 1, 1]),
+    encodeInt64Tensor(`${name}_heads_shape`, [0, heads, -1, headDim]),
+  );
+  plan.addedNodes.push(
+    encodeNode('Unsqueeze', `${tag}/${kind}_unsqueeze`, [tensor, `${name}_axis`], [`${name}_unsqueezed`]),
+    encodeNode('Expand', `${tag}/${kind}_expand`, [`${name}_unsqueezed`, `${name}_groups`], [`${name}_expanded`]),
+    encodeNode('Reshape', `${tag}/${kind}_repeat`, [`${name}_expanded`, `${name}_heads_shape`], [`${name}_repeated`]),
+  );
+  return `${name}_repeated`;
 }
 
 /** RotaryEmbedding's position_ids as one offset: position s of the step reads row s of the caches below. */
@@ -176,7 +320,7 @@ function sliceRange(graph: GraphIndex, slice: OnnxNode): { start: number; end: n
 function matchInterleaved(graph: GraphIndex, merge: OnnxNode): RotaryMatch | undefined {
   const stack = graph.producer(merge.inputs[0]);
   const stackAxis = stack?.attributes.get('axis')?.int;
-  if (stack?.opType !== 'Concat' || stack.inputs.length !== 2 || (stackAxis !== -1 && stackAxis !== 5)) return undefined;
+  if (stack?.opType !== 'Concat' || stack.inputs.length !== 2 || (stackAxis !== -1 && stackAxis !== 4)) return undefined;
   const [firstOut, secondOut] = stack.inputs.map((input) => graph.producer(input));
   if (firstOut?.opType !== 'Unsqueeze' || secondOut?.opType !== 'Unsqueeze') return undefined;
   for (const unsqueeze of [firstOut, secondOut]) {
@@ -231,143 +375,6 @@ function emitRotaryCaches(plan: FusionPlan, tag: string, match: RotaryMatch): { 
   return { cos: cacheOf(match.cos, 'cos'), sin: cacheOf(match.sin, 'sin') };
 }
 
-interface AttentionMatch {
-  kv: KvInput;
-  /** `[batch, heads, seq, head_dim]`. */
-  query: string;
-  key: { tensor: string; repeated: boolean };
-  value: { tensor: string; repeated: boolean };
-  mask: string;
-  scale: number;
-  /** The `[batch, seq, hidden]` tensor the attention writes (o_proj's input). */
-  output: string;
-  removed: OnnxNode[];
-}
-
-function matchAttention(graph: GraphIndex, kv: KvInput[], softmax: OnnxNode): AttentionMatch | undefined {
-  const axis = softmax.attributes.get('axis')?.int ?? -1;
-  if (axis !== -1 && axis !== 3) return undefined;
-  const removed: OnnxNode[] = [softmax];
-  // The additive mask: one side of the Add before the Softmax; the other leads back to the scores.
-  const masked = graph.only(softmax.inputs[0], removed, 'Add');
-  if (!masked) return undefined;
-  let mask: string | undefined;
-  let scoresNode: OnnxNode | undefined;
-  let headsView: OnnxNode | undefined;
-  for (const side of [0, 1]) {
-    let producer = graph.producer(masked.inputs[side]);
-    const view = producer?.opType === 'Reshape' ? producer : undefined;
-    if (view) producer = graph.producer(view.inputs[0]);
-    if ((producer?.opType === 'Mul' || producer?.opType === 'Div') && producer.domain === '') {
-      scoresNode = producer;
-      headsView = view;
-      mask = masked.inputs[1 - side];
-      break;
-    }
-  }
-  if (!scoresNode || !mask || graph.isConstant(mask)) return undefined;
-  removed.push(...(headsView ? [headsView] : []), scoresNode);
-  // scores · c or scores / c with c a constant scalar.
-  const constantAt = scoresNode.opType === 'Div' ? 1 : scoresNode.inputs.findIndex((input) => graph.scalar(input) !== undefined);
-  const c = constantAt >= 0 ? graph.scalar(scoresNode.inputs[constantAt]) : undefined;
-  if (c === undefined || c === 0) return undefined;
-  const scale = scoresNode.opType === 'Div' ? 1 / c : c;
-  const product = graph.only(scoresNode.inputs[1 - constantAt], removed, 'MatMul');
-  if (!product) return undefined;
-  const keysTransposed = graph.only(product.inputs[1], removed, 'Transpose');
-  if (!keysTransposed || !sameInts(keysTransposed.attributes.get('perm')?.ints, [0, 1, 3, 2])) return undefined;
-  let query = product.inputs[0];
-  if (headsView) {
-    // Q viewed by KV group (the heads of one KV head as extra rows): the view is dropped with the rest.
-    const grouped = graph.only(query, removed, 'Reshape');
-    if (!grouped) return undefined;
-    query = grouped.inputs[0];
-  }
-
-  // P · V, then heads back beside each other: [batch, seq, heads · head_dim].
-  const weights = graph.onlyConsumer(softmax.outputs[0]);
-  const byGroup = weights?.opType === 'Reshape' ? weights : undefined;
-  if (Boolean(headsView) !== Boolean(byGroup)) return undefined;
-  if (byGroup) removed.push(byGroup);
-  const context = graph.onlyConsumer(byGroup ? byGroup.outputs[0] : softmax.outputs[0]);
-  if (context?.opType !== 'MatMul' || context.inputs[0] !== (byGroup ?? softmax).outputs[0]) return undefined;
-  removed.push(context);
-  let next = graph.onlyConsumer(context.outputs[0]);
-  if (next?.opType === 'Reshape' && next.inputs[0] === context.outputs[0]) {
-    removed.push(next);
-    next = graph.onlyConsumer(next.outputs[0]);
-  }
-  if (next?.opType !== 'Transpose' || !sameInts(next.attributes.get('perm')?.ints, [0, 2, 1, 3])) return undefined;
-  removed.push(next);
-  const merge = graph.onlyConsumer(next.outputs[0]);
-  if (merge?.opType !== 'Reshape' || merge.inputs[0] !== next.outputs[0]) return undefined;
-  removed.push(merge);
-
-  const key = cacheTensor(graph, keysTransposed.inputs[0], kv, 'key');
-  const value = cacheTensor(graph, context.inputs[1], kv, 'value');
-  if (!key || !value || key.kv !== value.kv) return undefined;
-  // Every removed intermediate feeds only the removed nodes, and none is a graph output.
-  const removedSet = new Set(removed);
-  for (const node of removed) {
-    if (node === merge) continue;
-    for (const output of node.outputs) {
-      if (graph.isGraphOutput(output) || graph.consumers(output).some((user) => !removedSet.has(user))) return undefined;
-    }
-  }
-  return {
-    kv: key.kv, query, key: { tensor: key.tensor, repeated: key.repeated }, value: { tensor: value.tensor, repeated: value.repeated },
-    mask, scale, output: merge.outputs[0], removed,
-  };
-}
-
-/** A layer's present.N.key/value, or its repeat_kv copy (Unsqueeze → Expand → Reshape of it). */
-function cacheTensor(graph: GraphIndex, tensor: string, kv: KvInput[], kind: 'key' | 'value') {
-  const output = (entry: KvInput) => (kind === 'key' ? entry.keyOutput : entry.valueOutput);
-  const direct = kv.find((entry) => output(entry) === tensor);
-  if (direct) return { kv: direct, tensor, repeated: false };
-  const reshape = graph.producer(tensor);
-  const expand = reshape?.opType === 'Reshape' ? graph.producer(reshape.inputs[0]) : undefined;
-  const unsqueeze = expand?.opType === 'Expand' ? graph.producer(expand.inputs[0]) : undefined;
-  const source = unsqueeze?.opType === 'Unsqueeze' ? kv.find((entry) => output(entry) === unsqueeze.inputs[0]) : undefined;
-  return source ? { kv: source, tensor, repeated: true } : undefined;
-}
-
-/** Q `[batch, heads, seq, head_dim]` as MultiHeadAttention's query, `[batch, seq, heads · head_dim]`. */
-function emitQueryByToken(plan: FusionPlan, tag: string, query: string): string {
-  const shape = `${tag}.query_shape`;
-  plan.addedInitializers.push(encodeInt64Tensor(shape, [0, 0, -1]));
-  plan.addedNodes.push(
-    encodeNode('Transpose', `${tag}/query_by_token`, [query], [`${tag}.query_by_token`], [intsAttribute('perm', [0, 2, 1, 3])]),
-    encodeNode('Reshape', `${tag}/query_merged`, [`${tag}.query_by_token`, shape], [`${tag}.query`]),
-  );
-  return `${tag}.query`;
-}
-
-/** Whether the graph declares the KV cache's head count and size, and the query heads share KV heads evenly. */
-function repeatable(kv: KvInput, heads: number): boolean {
-  const [, kvHeads, , headDim] = kv.shape;
-  return typeof kvHeads === 'number' && typeof headDim === 'number' && heads % kvHeads === 0;
-}
-
-/** The KV cache `[batch, kv_heads, total, head_dim]` with each KV head repeated for its query heads
- *  (head h reads KV head ⌊h / group⌋, as repeat_kv orders them). */
-function emitRepeatKv(plan: FusionPlan, tag: string, kind: string, tensor: string, kv: KvInput, heads: number): string {
-  const [, kvHeads, , headDim] = kv.shape as number[];
-  if (kvHeads === heads) return tensor;
-  const name = `${tag}.${kind}`;
-  plan.addedInitializers.push(
-    encodeInt64Tensor(`${name}_axis`, [2]),
-    encodeInt64Tensor(`${name}_groups`, [1, 1, heads / kvHeads, 1, 1]),
-    encodeInt64Tensor(`${name}_heads_shape`, [0, heads, -1, headDim]),
-  );
-  plan.addedNodes.push(
-    encodeNode('Unsqueeze', `${tag}/${kind}_unsqueeze`, [tensor, `${name}_axis`], [`${name}_unsqueezed`]),
-    encodeNode('Expand', `${tag}/${kind}_expand`, [`${name}_unsqueezed`, `${name}_groups`], [`${name}_expanded`]),
-    encodeNode('Reshape', `${tag}/${kind}_repeat`, [`${name}_expanded`, `${name}_heads_shape`], [`${name}_repeated`]),
-  );
-  return `${name}_repeated`;
-}
-
 function sameInts(a: number[] | undefined, b: number[]): boolean {
   return a !== undefined && a.length === b.length && a.every((value, i) => value === b[i]);
 }
@@ -379,7 +386,10 @@ class GraphIndex {
   private readonly outputs: Set<string>;
   private readonly initializers: Map<string, OnnxModel['graph']['initializers'][number]>;
 
+  readonly nodes: OnnxNode[];
+
   constructor(private readonly model: OnnxModel) {
+    this.nodes = model.graph.nodes;
     for (const node of model.graph.nodes) {
       for (const output of node.outputs) if (output) this.producers.set(output, node);
       for (const input of node.inputs) {
@@ -415,7 +425,7 @@ class GraphIndex {
   }
 
   /** The plain-domain producer of `name` if it is an `opType`, recorded as removed. */
-  only(name: string, removed: OnnxNode[], opType: string): OnnxNode | undefined {
+  producedBy(name: string, removed: OnnxNode[], opType: string): OnnxNode | undefined {
     const node = this.producer(name);
     if (node?.opType !== opType || node.domain !== '') return undefined;
     removed.push(node);
