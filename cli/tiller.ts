@@ -337,7 +337,7 @@ async function check(target: string, dtype: Dtype | undefined, backend: Backend,
 
 /** Fusion options for prepareGraph: none with --no-fuse. */
 function fusionFlag(config: ModelConfig, flags: Flags): FusionOptions | undefined {
-  return flags['no-fuse'] ? undefined : { heads: Number(config.num_attention_heads ?? 0) };
+  return flags['no-fuse'] ? undefined : { heads: config.num_attention_heads };
 }
 
 function describeFusion(fusion: FusionReport, off: boolean): string {

@@ -286,7 +286,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
     : undefined;
 
   const hints = { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size };
-  const fusion = options.fuse === false ? undefined : { heads: Number(config.num_attention_heads ?? 0) };
+  const fusion = options.fuse === false ? undefined : { heads: config.num_attention_heads };
   const prepared = await prepareGraph(bytes, file, readExternal, hints, options.ablation, fusion);
   const modelOf = (session: InferenceSession) => new SteerableModel(
     source.id, file, session, prepared.analysis, prepared.instrumentation,

@@ -35,23 +35,24 @@ export interface FusionPlan {
 }
 
 export interface FusionOptions {
-  /** Query heads (config.json num_attention_heads). */
-  heads: number;
+  /** Query heads (config.json num_attention_heads); without it, the hidden size over the KV cache's head size. */
+  heads?: number;
   /** Test hook: a wrong softmax scale, so that the check at load must catch the fused graph. */
   breakScale?: boolean;
 }
 
 export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: FusionOptions): FusionPlan {
   const plan: FusionPlan = { applied: [], removedNodes: new Set(), addedNodes: [], addedInitializers: [] };
-  if (analysis.flavour !== 'torch' || !(options.heads > 0)) return plan;
+  const headDim = analysis.kv[0].shape[3];
+  const heads = options.heads ?? (typeof headDim === 'number' ? analysis.hiddenSize / headDim : NaN);
+  if (analysis.flavour !== 'torch' || !(Number.isInteger(heads) && heads > 0)) return plan;
   const graph = new GraphIndex(model);
-  fuseAttention(plan, graph, analysis.kv, options);
+  fuseAttention(plan, graph, analysis.kv, heads, options.breakScale ?? false);
   fuseRotary(plan, graph);
   return plan;
 }
 
-function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], options: FusionOptions): void {
-  const { heads } = options;
+function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], heads: number, breakScale: boolean): void {
   let fused = 0;
   for (const softmax of graph.nodes.filter((node) => node.opType === 'Softmax' && node.domain === '')) {
     const match = matchAttention(graph, kv, softmax);
@@ -61,7 +62,7 @@ function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], optio
     const queryByToken = emitQueryByToken(plan, tag, match.query);
     const key = match.key.repeated ? match.key.tensor : emitRepeatKv(plan, tag, 'key', match.key.tensor, match.kv, heads);
     const value = match.value.repeated ? match.value.tensor : emitRepeatKv(plan, tag, 'value', match.value.tensor, match.kv, heads);
-    const scale = options.breakScale ? match.scale * 2 : match.scale;
+    const scale = breakScale ? match.scale * 2 : match.scale;
     plan.addedNodes.push(encodeNode('MultiHeadAttention', tag, [queryByToken, key, value, '', '', match.mask], [match.output], [
       intAttribute('num_heads', heads), floatAttribute('scale', scale),
     ], CONTRIB_DOMAIN));
