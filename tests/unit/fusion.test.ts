@@ -39,6 +39,7 @@ async function openBoth(folder: Folder) {
   expect(prepared.fused).toBeDefined();
   return {
     applied: prepared.fused!.applied,
+    graph: prepared.fused!.graph,
     unfused: steerable(folder, prepared, await openSession(prepared, 'wasm')),
     fused: steerable(folder, prepared, await openSession(prepared, 'wasm', prepared.fused!.graph)),
   };
@@ -94,6 +95,10 @@ describe('fusion on stories260K-hf (a real torch export: GQA 8 query / 4 KV head
     // present.N.key/value are still the graph's own Concats, and the residual Adds are untouched.
     for (const entry of analyseGraph(model).kv) expect(plan.removedNodes.has(model.graph.nodes.find((node) => node.outputs[0] === entry.keyOutput)!.index)).toBe(false);
     for (const site of analyseGraph(model).layers) expect(plan.removedNodes.has(site.node.index)).toBe(false);
+    // Nothing is left running for nobody: what only fed the fused subgraphs (their shape arithmetic) went with them.
+    const fused = parseModel(pair.graph).graph;
+    const read = new Set([...fused.nodes.flatMap((node) => node.inputs), ...fused.outputs.map((output) => output.name)]);
+    expect(fused.nodes.filter((node) => !node.outputs.some((output) => read.has(output))).map((node) => node.name)).toEqual([]);
   });
 
   it('gives the unfused graph\'s logits (prefill, decode through the KV cache, left padding) and greedy tokens', async () => {

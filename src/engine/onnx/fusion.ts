@@ -47,12 +47,29 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
   const heads = options.heads ?? (typeof headDim === 'number' ? analysis.hiddenSize / headDim : NaN);
   if (analysis.flavour !== 'torch' || !(Number.isInteger(heads) && heads > 0)) return plan;
   const graph = new GraphIndex(model);
-  fuseAttention(plan, graph, analysis.kv, heads, options.breakScale ?? false);
-  fuseRotary(plan, graph);
+  const read = new Set<string>();
+  fuseAttention(plan, graph, analysis.kv, heads, options.breakScale ?? false, read);
+  fuseRotary(plan, graph, read);
+  removeUnread(plan, graph, read);
   return plan;
 }
 
-function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], heads: number, breakScale: boolean): void {
+/** Also drops what only fed the removed nodes (shape arithmetic for their Reshapes, the cos/sin views):
+ *  ONNX Runtime would otherwise still run it every step. `read`: graph tensors the added nodes read. */
+function removeUnread(plan: FusionPlan, graph: GraphIndex, read: Set<string>): void {
+  const isRead = (name: string) => read.has(name) || graph.isGraphOutput(name) || graph.consumers(name).some((user) => !plan.removedNodes.has(user.index));
+  const queue = graph.nodes.filter((node) => plan.removedNodes.has(node.index));
+  while (queue.length > 0) {
+    for (const input of queue.pop()!.inputs) {
+      const producer = input ? graph.producer(input) : undefined;
+      if (!producer || plan.removedNodes.has(producer.index) || producer.outputs.some((output) => output && isRead(output))) continue;
+      plan.removedNodes.add(producer.index);
+      queue.push(producer);
+    }
+  }
+}
+
+function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], heads: number, breakScale: boolean, read: Set<string>): void {
   let fused = 0;
   for (const softmax of graph.nodes.filter((node) => node.opType === 'Softmax' && node.domain === '')) {
     const match = matchAttention(graph, kv, softmax);
@@ -67,12 +84,13 @@ function fuseAttention(plan: FusionPlan, graph: GraphIndex, kv: KvInput[], heads
       intAttribute('num_heads', heads), floatAttribute('scale', scale),
     ], CONTRIB_DOMAIN));
     for (const node of match.removed) plan.removedNodes.add(node.index);
+    for (const tensor of [match.query, match.key.tensor, match.value.tensor, match.mask]) read.add(tensor);
     fused++;
   }
   if (fused > 0) plan.applied.push(`${fused} attention block${fused === 1 ? '' : 's'} → MultiHeadAttention`);
 }
 
-function fuseRotary(plan: FusionPlan, graph: GraphIndex): void {
+function fuseRotary(plan: FusionPlan, graph: GraphIndex, read: Set<string>): void {
   const caches = new Map<string, { cos: string; sin: string }>();
   let rotated = 0;
   for (const node of graph.nodes) {
@@ -86,6 +104,7 @@ function fuseRotary(plan: FusionPlan, graph: GraphIndex): void {
       intAttribute('interleaved', match.interleaved ? 1 : 0),
     ], CONTRIB_DOMAIN));
     for (const removed of match.removed) plan.removedNodes.add(removed.index);
+    for (const tensor of [match.input, match.cos, match.sin]) read.add(tensor);
     rotated++;
   }
   if (rotated > 0) plan.applied.push(`${rotated} rotar${rotated === 1 ? 'y' : 'ies'} → RotaryEmbedding`);
