@@ -303,31 +303,43 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
 /**
  * A session of the fused graph where fusion applied and it computes what the graph as published computes
  * (probed on a short left-padded batch and a decode step); otherwise one of the graph as published, with
- * the reason. The two sessions are open one after the other, never together: a load never holds the
- * weights twice in ONNX Runtime.
+ * the reason. On WASM the two sessions are open one after the other, never together: a load never holds
+ * the weights twice in ONNX Runtime.
  */
 export async function openCheckedSession(
   prepared: PreparedGraph, backend: Backend, modelOf: (session: InferenceSession) => SteerableModel,
 ): Promise<{ session: InferenceSession; report: FusionReport }> {
   const fused = prepared.fused;
   if (!fused) return { session: await openSession(prepared, backend), report: { applied: [] } };
+  const fellBack = (reason: string) => `fused ${fused.applied.join(', ')}, but ${reason}: using the graph as published`;
   const published = await openSession(prepared, backend);
   let reference: FusionProbe;
   try {
     reference = await probeLogits(modelOf(published));
-  } finally {
-    await published.release();
+  } catch (error) {
+    return { session: published, report: { applied: [], fellBack: fellBack(`the check did not run on the published graph (${(error as Error).message})`) } };
   }
+  // On WebGPU the published session lives until the fused one exists: releasing the last session would tear
+  // down the device the next one is about to use (api.ts, replaceModel).
+  const releasePublished = () => published.release();
+  if (backend !== 'webgpu') await releasePublished();
   let session: InferenceSession | undefined;
   let reason: string;
   try {
     session = await openSession(prepared, backend, fused.graph);
+    if (backend === 'webgpu') await releasePublished();
     const comparison = compareProbes(reference, await probeLogits(modelOf(session)));
     if (comparison.ok) return { session, report: { applied: fused.applied, maxLogitError: comparison.error } };
     reason = `its logits differ from the published graph's by ${comparison.error.toExponential(2)} (tolerance ${comparison.tolerance.toExponential(2)})`;
   } catch (error) {
     reason = `it did not run (${(error as Error).message})`;
   }
+  const report = { applied: [], fellBack: fellBack(reason) };
+  if (backend === 'webgpu') {
+    const kept = session ? await openSession(prepared, backend) : published;
+    await session?.release();
+    return { session: kept, report };
+  }
   await session?.release();
-  return { session: await openSession(prepared, backend), report: { applied: [], fellBack: `fused ${fused.applied.join(', ')}, but ${reason}: using the graph as published` } };
+  return { session: await openSession(prepared, backend), report };
 }
