@@ -59,8 +59,9 @@ of the diff" adds it as measured), a negative strength or --ablate on the fine-t
 extract recommends the layer where steering moves the examples most (steerability), not the one that
 separates them best, and prints the strengths that keep them coherent there.
 
-Commands that load a model fuse torch-export attention into ONNX Runtime's MultiHeadAttention (faster),
-and use it only where its logits match the graph as published; --no-fuse runs the graph as published.
+Commands that load a model fuse torch-export attention and rotary into ONNX Runtime's MultiHeadAttention and
+RotaryEmbedding (faster), used only where the logits match the graph as published; --no-fuse runs the graph
+as published.
 
 <model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
 sets the server), or, for inspect and check, a single .onnx file. Without it, the embedded stories260K.`;
@@ -323,7 +324,7 @@ async function check(target: string, dtype: Dtype | undefined, backend: Backend,
   );
   const report = await checkSteering(reference, instrumented);
   console.log(`${graph.id}: ${analysis.flavour} graph, ${analysis.layerCount} layers, ${typeName(analysis.residualType)} residual, ${backend}`);
-  // Checked as the app runs it: fused where attention matched, against the graph as published.
+  // Checked as the app runs it: fused where attention or rotary matched, against the graph as published.
   if (fused.length > 0) console.log(`fused: ${fused.join(', ')}`);
   console.log(`zero steering: largest logit difference ${report.zeroSteeringMaxDiff.toExponential(2)} (tolerance ${report.zeroSteeringTolerance.toExponential(2)}) ${report.zeroSteeringMaxDiff <= report.zeroSteeringTolerance ? 'ok' : 'FAIL'}`);
   for (const layer of report.layers) {

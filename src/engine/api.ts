@@ -40,7 +40,7 @@ export interface LoadRequest {
   allowLargeModel?: boolean;
   /** Instrument every layer for directional ablation too (a little slower per step). */
   ablation?: boolean;
-  /** Fuse torch-export attention at load (default true; false: the graph as published). */
+  /** Fuse torch-export attention and rotary at load (default true; false: the graph as published). */
   fuse?: boolean;
 }
 

@@ -12,7 +12,7 @@ export interface Settings {
   /** The selected model as last loaded (empty: none): a reload loads it again by itself when no download is needed. */
   loadedModel: string;
   backend: BackendChoice;
-  /** Fuse torch-export attention into ONNX Runtime's MultiHeadAttention at load (checked against the graph as published). */
+  /** Fuse torch-export attention and rotary into ONNX Runtime's contrib ops at load (checked against the graph as published). */
   fuse: boolean;
   hubBaseUrl: string;
   hubId: string;

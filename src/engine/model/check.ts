@@ -28,7 +28,7 @@ export interface CheckReport {
   ok: boolean;
 }
 
-/** Sessions for one .onnx file as published and as instrumented (and fused, with `fusion`, where attention
+/** Sessions for one .onnx file as published and as instrumented (and fused, with `fusion`, where attention or rotary
  *  matched), to compare with `checkSteering`. */
 export async function openCheckPair(
   bytes: Uint8Array,

@@ -31,8 +31,8 @@ export interface LoadOptions {
   ablation?: boolean;
   /** Called with config.json and the chosen dtype before the graph is downloaded; may throw to stop the load. */
   beforeDownload?: (config: ModelConfig, dtype: Dtype) => void;
-  /** Fuse torch-flavour attention into ONNX Runtime's MultiHeadAttention (default true); checked against
-   *  the graph as published at load, which is used instead where they differ. */
+  /** Fuse torch-flavour attention and rotary into ONNX Runtime's MultiHeadAttention and RotaryEmbedding
+   *  (default true); checked against the graph as published at load, which is used instead where they differ. */
   fuse?: boolean;
 }
 
@@ -47,7 +47,7 @@ export interface PreparedGraph {
 
 /** Analyse and instrument one .onnx file; `readExternal` fetches each data file the graph names. With
  *  `ablation`, every layer also gets an ablation input (a few small ops per layer and step); with `fusion`,
- *  a fused copy is made too where attention matches (fusion.ts). */
+ *  a fused copy is made too where attention or rotary matches (fusion.ts). */
 export async function prepareGraph(
   bytes: Uint8Array,
   fileName: string,
