@@ -124,7 +124,8 @@ interface AttentionMatch {
 }
 
 function matchAttention(graph: GraphIndex, kv: KvInput[], softmax: OnnxNode): AttentionMatch | undefined {
-  const axis = softmax.attributes.get('axis')?.int ?? -1;
+  // Before opset 13 Softmax's axis defaulted to 1 (and meant "flatten from there").
+  const axis = softmax.attributes.get('axis')?.int ?? (graph.opset >= 13 ? -1 : 1);
   if (axis !== -1 && axis !== 3) return undefined;
   const removed: OnnxNode[] = [softmax];
   // The additive mask: one side of the Add before the Softmax; the other leads back to the scores.
@@ -407,9 +408,12 @@ class GraphIndex {
   private readonly initializers: Map<string, OnnxModel['graph']['initializers'][number]>;
 
   readonly nodes: OnnxNode[];
+  /** The default domain's opset version. */
+  readonly opset: number;
 
   constructor(private readonly model: OnnxModel) {
     this.nodes = model.graph.nodes;
+    this.opset = model.opsets.find((entry) => entry.domain === '' || entry.domain === 'ai.onnx')?.version ?? 0;
     for (const node of model.graph.nodes) {
       for (const output of node.outputs) if (output) this.producers.set(output, node);
       for (const input of node.inputs) {
