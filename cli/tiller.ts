@@ -14,7 +14,8 @@ import { EMBEDDED_MODEL, EMBEDDED_MODELS_DIR, startAppServer } from './serve-fil
 import { type ContrastiveSet, extractDirections } from '../src/engine/directions/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generation/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/directions/gguf.ts';
-import { loadModel, openSession, prepareGraph, readModelGraph } from '../src/engine/model/load.ts';
+import { loadModel, openCheckedSession, prepareGraph, readModelGraph } from '../src/engine/model/load.ts';
+import type { FusionOptions } from '../src/engine/onnx/fusion.ts';
 import { selfCheck } from '../src/engine/model/self-check.ts';
 import { type LensToken, directionLogitLens } from '../src/engine/inside/logit-lens.ts';
 import { analyseGraph } from '../src/engine/onnx/analysis.ts';
@@ -28,15 +29,15 @@ import { type NextToken, nextTokens } from '../src/engine/generation/next-token.
 import { contrastiveSetOf, diffPromptsOf, presetById } from '../src/engine/directions/presets.ts';
 import { type DiffRequest, diffModels, loadFineTune, vectorFileFromDiff } from '../src/engine/directions/model-diff.ts';
 import { meterScaleOf, meterValue, textProjections } from '../src/engine/inside/projection.ts';
-import { type ModelConfig, type SteeringRow, SteerableModel } from '../src/engine/model/steerable-model.ts';
+import { type FusionReport, type ModelConfig, type SteeringRow, SteerableModel } from '../src/engine/model/steerable-model.ts';
 import { directionMultiplier, scaledDirection } from '../src/engine/directions/strength.ts';
 import {
   type VectorDirection, type VectorFile, assertVectorFits, parseVectorFile, serializeVectorFile, vectorFileFromControlVector, vectorFileFromExtraction,
 } from '../src/engine/directions/vector-file.ts';
 
 const USAGE = `usage:
-  tiller inspect <model> [--json] [--dtype D]
-  tiller check <model> [--dtype D]
+  tiller inspect <model> [--json] [--dtype D] [--no-fuse]
+  tiller check <model> [--dtype D] [--no-fuse]
   tiller generate <model> --prompt TEXT [--chat] [--system TEXT] [--dtype D] [--max-new-tokens N]
                   [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
                   [--vector FILE [--layer L] [--strength S | --ablate]]
@@ -57,6 +58,10 @@ A diff file steers both models of its pair: --strength S on the base adds the di
 of the diff" adds it as measured), a negative strength or --ablate on the fine-tune takes it away.
 extract recommends the layer where steering moves the examples most (steerability), not the one that
 separates them best, and prints the strengths that keep them coherent there.
+
+Commands that load a model fuse torch-export attention and rotary into ONNX Runtime's MultiHeadAttention and
+RotaryEmbedding (faster), used only where the logits match the graph as published; --no-fuse runs the graph
+as published.
 
 <model> is a model folder (Transformers.js layout), a Hub id (owner/name; --hub URL or TILLER_HUB_URL
 sets the server), or, for inspect and check, a single .onnx file. Without it, the embedded stories260K.`;
@@ -135,6 +140,7 @@ const OPTIONS = {
   layer: { type: 'string' },
   strength: { type: 'string' },
   ablate: { type: 'boolean' },
+  'no-fuse': { type: 'boolean' },
   text: { type: 'string' },
   preset: { type: 'string' },
   positive: { type: 'string' },
@@ -248,10 +254,13 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
   const graph = await openGraph(target, dtype, flags);
   const prepared = await prepareGraph(graph.bytes, graph.file, graph.readExternal, {
     numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size,
-  });
+  }, false, fusionFlag(graph.config, flags));
   const { analysis } = prepared;
-  // The load-time self-check, on an instrumented session of this graph.
-  const model = new SteerableModel(graph.id, graph.file, await openSession(prepared, 'wasm'), analysis, prepared.instrumentation, undefined, graph.config, {}, 'wasm');
+  // The load-time fusion check and self-check, on an instrumented session of this graph.
+  const modelOf = (session: SteerableModel['session']) =>
+    new SteerableModel(graph.id, graph.file, session, analysis, prepared.instrumentation, undefined, graph.config, {}, 'wasm');
+  const { session, report: fusion } = await openCheckedSession(prepared, 'wasm', modelOf);
+  const model = modelOf(session);
   const verified = await selfCheck(model);
   await model.dispose();
   const report = {
@@ -260,6 +269,7 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
     flavour: analysis.flavour,
     residualLayout: analysis.residualLayout,
     rowsRunSeparately: analysis.rowsCoupled ?? null,
+    fusion,
     selfCheck: { ok: verified.ok, message: verified.message, milliseconds: Math.round(verified.milliseconds) },
     layerCount: analysis.layerCount,
     hiddenSize: analysis.hiddenSize,
@@ -296,6 +306,7 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
   console.log(`kv cache     ${analysis.kv.length} layers, ${report.kvCache[0].dtype} [${report.kvCache[0].shape.join(', ')}]`);
   if (report.externalData.length) console.log(`data files   ${report.externalData.join(', ')}`);
   console.log(`batch rows   ${report.rowsRunSeparately ? `run one at a time: ${report.rowsRunSeparately}` : 'independent (run together)'}`);
+  console.log(`fused        ${describeFusion(fusion, Boolean(flags['no-fuse']))}`);
   console.log(`self-check   ${report.selfCheck.message} (${report.selfCheck.milliseconds} ms)`);
   console.log('residual after each layer:');
   for (const layer of report.layers) {
@@ -307,12 +318,14 @@ async function inspect(target: string, dtype: Dtype | undefined, flags: Flags): 
 
 async function check(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   const graph = await openGraph(target, dtype, flags);
-  const { analysis, original: reference, instrumented } = await openCheckPair(
+  const { analysis, fused, original: reference, instrumented } = await openCheckPair(
     graph.bytes, graph.file, graph.readExternal, backend, graph.config,
-    { numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size },
+    { numHiddenLayers: graph.config.num_hidden_layers, hiddenSize: graph.config.hidden_size }, fusionFlag(graph.config, flags),
   );
   const report = await checkSteering(reference, instrumented);
   console.log(`${graph.id}: ${analysis.flavour} graph, ${analysis.layerCount} layers, ${typeName(analysis.residualType)} residual, ${backend}`);
+  // Checked as the app runs it: fused where attention or rotary matched, against the graph as published.
+  if (fused.length > 0) console.log(`fused: ${fused.join(', ')}`);
   console.log(`zero steering: largest logit difference ${report.zeroSteeringMaxDiff.toExponential(2)} (tolerance ${report.zeroSteeringTolerance.toExponential(2)}) ${report.zeroSteeringMaxDiff <= report.zeroSteeringTolerance ? 'ok' : 'FAIL'}`);
   for (const layer of report.layers) {
     console.log(`layer ${layer.layer}: steering by v moves the residual by v ± ${layer.maxError.toExponential(2)} (tolerance ${layer.tolerance.toExponential(2)}) ${layer.ok ? 'ok' : 'FAIL'}`);
@@ -321,6 +334,17 @@ async function check(target: string, dtype: Dtype | undefined, backend: Backend,
   await reference.dispose();
   await instrumented.dispose();
   return report.ok ? 0 : 1;
+}
+
+/** Fusion options for prepareGraph: none with --no-fuse. */
+function fusionFlag(config: ModelConfig, flags: Flags): FusionOptions | undefined {
+  return flags['no-fuse'] ? undefined : { heads: config.num_attention_heads };
+}
+
+function describeFusion(fusion: FusionReport, off: boolean): string {
+  if (fusion.fellBack) return `nothing (${fusion.fellBack})`;
+  if (fusion.applied.length === 0) return off ? 'nothing (--no-fuse)' : 'nothing (no pattern matched: the graph runs as published)';
+  return `${fusion.applied.join(', ')} (logits as published within ${fusion.maxLogitError?.toExponential(1)})`;
 }
 
 /** The vector file named by --vector, read before the model so a bad file is refused before a long load. */
@@ -372,7 +396,7 @@ function promptFromFlags(flags: Flags): Pick<GenerateRequest, 'prompt' | 'messag
 async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate) });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate), fuse: !flags['no-fuse'] });
   const result = await generate(model, {
     ...promptFromFlags(flags),
     maxNewTokens: number(flags, 'max-new-tokens') ?? 128,
@@ -395,7 +419,7 @@ async function generateCommand(target: string, dtype: Dtype | undefined, backend
 async function nextCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('next needs --prompt TEXT');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate) });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate), fuse: !flags['no-fuse'] });
   const steering = steeringFromFlags(vectors, model, flags);
   const rows = steering.length > 0 ? [[], steering] : [[]];
   const [unsteered, steered] = await nextTokens(model, { ...promptFromFlags(flags), rows, top: number(flags, 'top') ?? 10 });
@@ -414,7 +438,7 @@ async function nextCommand(target: string, dtype: Dtype | undefined, backend: Ba
 async function lensCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   const vectors = await readVectorFlag(flags);
   if (!vectors) throw new UsageError('lens needs --vector FILE');
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
   const direction = directionFromFlags(vectors, model, flags);
   const lens = await directionLogitLens(model, direction.vector, number(flags, 'top') ?? 12);
   if (flags.json) {
@@ -433,7 +457,7 @@ async function meterCommand(target: string, dtype: Dtype | undefined, backend: B
   if (typeof flags.text !== 'string') throw new UsageError('meter needs --text TEXT');
   const vectors = await readVectorFlag(flags);
   if (!vectors) throw new UsageError('meter needs --vector FILE');
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
   const direction = directionFromFlags(vectors, model, flags);
   const tokens = await textProjections(model, { text: flags.text, layer: direction.layer, direction: direction.vector });
   const scale = direction.projections && meterScaleOf(direction.projections);
@@ -460,7 +484,7 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
   else if (flags.positive && flags.negative) set = { kind: 'texts', positive: await readTexts(flags.positive as string), negative: await readTexts(flags.negative as string) };
   else throw new UsageError('extract needs --preset NAME, or --positive FILE and --negative FILE');
 
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter() });
+  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
   const started = performance.now();
   const extraction = await extractDirections(model, set, { method, mode }, {
     onProgress: (stage, done, total) => process.stderr.isTTY && process.stderr.write(`\r${stage} ${done}/${total}${done === total ? '\n' : ''}`),
@@ -514,8 +538,8 @@ async function diffCommand(baseTarget: string, fineTuneTarget: string | undefine
   else if (flags.prompts) prompts = await readTexts(flags.prompts as string);
   else throw new UsageError('diff needs --preset NAME (its prompts) or --prompts FILE (neutral prompts, one a line or a JSON list)');
 
-  const base = await loadModel(await sourceFor(baseTarget, flags), { dtype, backend, onProgress: progressPrinter() });
-  const fineTune = await loadFineTune(base, await sourceFor(fineTuneTarget, flags), { dtype, onProgress: progressPrinter() });
+  const base = await loadModel(await sourceFor(baseTarget, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
+  const fineTune = await loadFineTune(base, await sourceFor(fineTuneTarget, flags), { dtype, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
   const started = performance.now();
   const extraction = await diffModels(base, fineTune, { prompts, mode }, {
     onProgress: (stage, done, total) => process.stderr.isTTY && process.stderr.write(`\r${stage} ${done}/${total}${done === total ? '\n' : ''}`),

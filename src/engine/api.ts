@@ -40,6 +40,8 @@ export interface LoadRequest {
   allowLargeModel?: boolean;
   /** Instrument every layer for directional ablation too (a little slower per step). */
   ablation?: boolean;
+  /** Fuse torch-export attention and rotary at load (default true; false: the graph as published). */
+  fuse?: boolean;
 }
 
 /** Per-token projections of a text read by the unsteered model, or of token ids with their context. */
@@ -188,7 +190,7 @@ export function createEngine(): TillerEngine {
   const replaceModel = async (request: LoadRequest, signal: AbortSignal, onProgress?: (p: FileProgress) => void): Promise<SteerableModel> => {
     const source = sourceFor(request.location);
     const load = () => loadModel(source, {
-      dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation,
+      dtype: request.dtype, backend: request.backend, onProgress, signal, allowLargeModel: request.allowLargeModel, ablation: request.ablation, fuse: request.fuse,
     });
     cacheHits.clear();
     const loadedNow = await load().catch(async (error: unknown) => {
@@ -293,7 +295,7 @@ export function createEngine(): TillerEngine {
         await fineTune?.dispose();
         fineTune = undefined;
         fineTune = await loadFineTune(base, sourceFor(request.location), {
-          dtype: request.dtype, onProgress, signal, allowLargeModel: request.allowLargeModel,
+          dtype: request.dtype, onProgress, signal, allowLargeModel: request.allowLargeModel, fuse: request.fuse,
         });
         return fineTune.info;
       }),

@@ -12,6 +12,8 @@ export interface Settings {
   /** The selected model as last loaded (empty: none): a reload loads it again by itself when no download is needed. */
   loadedModel: string;
   backend: BackendChoice;
+  /** Fuse torch-export attention and rotary into ONNX Runtime's contrib ops at load (checked against the graph as published). */
+  fuse: boolean;
   hubBaseUrl: string;
   hubId: string;
   presetId: string;
@@ -46,6 +48,7 @@ export const DEFAULT_SETTINGS: Settings = {
   model: '',
   loadedModel: '',
   backend: 'auto',
+  fuse: true,
   hubBaseUrl: DEFAULT_HUB,
   hubId: '',
   presetId: '',
@@ -93,6 +96,7 @@ const FIELD_CHECKS: { [K in keyof Settings]: (v: unknown) => boolean } = {
   model: (v) => typeof v === 'string',
   loadedModel: (v) => typeof v === 'string',
   backend: (v) => v === 'auto' || v === 'webgpu' || v === 'wasm',
+  fuse: (v) => typeof v === 'boolean',
   hubBaseUrl: (v) => typeof v === 'string',
   hubId: (v) => typeof v === 'string',
   presetId: (v) => typeof v === 'string',

@@ -72,6 +72,12 @@ describe('tiller inspect', () => {
     expect(stdout).toMatch(/^layout\s+sequential/m);
     expect(stdout).toMatch(/^batch rows\s+independent/m);
     expect(stdout).toMatch(/^self-check\s+steering verified exact on this model \(\d+ ms\)$/m);
+    expect(stdout).toMatch(/^fused\s+5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding \(logits as published within \S+\)$/m);
+  });
+
+  it('--no-fuse inspects the graph as published', async () => {
+    const { stdout } = await ok(['inspect', stories, '--no-fuse']);
+    expect(stdout).toMatch(/^fused\s+nothing \(--no-fuse\)$/m);
   });
 
   it('--json gives the same analysis as data', async () => {
@@ -86,7 +92,7 @@ describe('tiller inspect', () => {
 
   it('reports the fused builder graph in fp16, the last residual not materialised', async () => {
     const report = JSON.parse((await ok(['inspect', builder, '--json'])).stdout);
-    expect(report).toMatchObject({ flavour: 'fused', layerCount: 2, residualDtype: 'float16', file: 'onnx/model_fp16.onnx' });
+    expect(report).toMatchObject({ flavour: 'fused', layerCount: 2, residualDtype: 'float16', file: 'onnx/model_fp16.onnx', fusion: { applied: [] } });
     expect(report.selfCheck).toMatchObject({ ok: true, message: 'steering verified exact on this model' });
     expect(report.externalData).toEqual(['model.onnx.data']);
     expect(report.layers[0].residual).toEqual(expect.any(String));

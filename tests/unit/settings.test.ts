@@ -12,6 +12,9 @@ describe('playground settings', () => {
     saveSettings(storage, { ...DEFAULT_SETTINGS, strength: -0.4, prompt: 'Lily', layer: 3 });
     expect(loadSettings(storage).settings).toEqual({ ...DEFAULT_SETTINGS, strength: -0.4, prompt: 'Lily', layer: 3 });
     expect(loadSettings(memory({ [SETTINGS_KEY]: '{"seed": 5}' })).settings).toEqual({ ...DEFAULT_SETTINGS, seed: 5 });
+    // Fusion is on unless turned off, and turning it off is remembered.
+    expect(DEFAULT_SETTINGS.fuse).toBe(true);
+    expect(loadSettings(memory({ [SETTINGS_KEY]: '{"fuse": false}' })).settings.fuse).toBe(false);
   });
 
   it('sets corrupt settings aside under another key and says what was wrong', () => {
@@ -26,7 +29,7 @@ describe('playground settings', () => {
 
   it('drops only the unusable field of saved settings, keeping everything else (issue 14)', () => {
     const good = { ...DEFAULT_SETTINGS, model: 'local:stories260K-hf', prompt: 'Lily', systemPrompt: 'Be kind.', presetId: 'happy-sad-stories', layer: 3, strength: 0.4 };
-    const bad: [string, unknown][] = [['seed', null], ['temperature', -1], ['topP', 0], ['topP', 7], ['maxNewTokens', 0], ['maxNewTokens', -5], ['maxNewTokens', 100000], ['seed', 1.5], ['strength', 'lots']];
+    const bad: [string, unknown][] = [['seed', null], ['temperature', -1], ['topP', 0], ['topP', 7], ['maxNewTokens', 0], ['maxNewTokens', -5], ['maxNewTokens', 100000], ['seed', 1.5], ['strength', 'lots'], ['fuse', 'yes']];
     for (const [field, value] of bad) {
       const storage = memory({ [SETTINGS_KEY]: JSON.stringify({ ...good, [field]: value }) });
       const loaded = loadSettings(storage, 1234);

@@ -4,6 +4,7 @@
  */
 import { type PreparedGraph, openSession, prepareGraph } from './load.ts';
 import type { AnalysisHints } from '../onnx/analysis.ts';
+import type { FusionOptions } from '../onnx/fusion.ts';
 import { TensorType } from '../onnx/model.ts';
 import { EPSILON, maxAbs, maxAbsDiff, rms } from './self-check.ts';
 import type { Backend } from './runtime.ts';
@@ -27,7 +28,8 @@ export interface CheckReport {
   ok: boolean;
 }
 
-/** Sessions for one .onnx file as published and as instrumented, to compare with `checkSteering`. */
+/** Sessions for one .onnx file as published and as instrumented (and fused, with `fusion`, where attention or rotary
+ *  matched), to compare with `checkSteering`. */
 export async function openCheckPair(
   bytes: Uint8Array,
   fileName: string,
@@ -35,17 +37,23 @@ export async function openCheckPair(
   backend: Backend,
   config: ModelConfig = {},
   hints: AnalysisHints = {},
+  fusion?: FusionOptions,
 ) {
-  const prepared = await prepareGraph(bytes, fileName, readExternal, hints);
+  const prepared = await prepareGraph(bytes, fileName, readExternal, hints, false, fusion);
   const original: PreparedGraph = {
     ...prepared,
     graph: bytes,
     externalData: prepared.externalData.filter((entry) => entry.data !== bytes),
     instrumentation: { steeringInputs: new Map(), hiddenOutputs: new Map() },
   };
-  const wrap = async (graph: PreparedGraph) =>
-    new SteerableModel(fileName, fileName, await openSession(graph, backend), graph.analysis, graph.instrumentation, undefined, config, {}, backend);
-  return { analysis: prepared.analysis, original: await wrap(original), instrumented: await wrap(prepared) };
+  const wrap = async (graph: PreparedGraph, bytes = graph.graph) =>
+    new SteerableModel(fileName, fileName, await openSession(graph, backend, bytes), graph.analysis, graph.instrumentation, undefined, config, {}, backend);
+  return {
+    analysis: prepared.analysis,
+    fused: prepared.fused?.applied ?? [],
+    original: await wrap(original),
+    instrumented: await wrap(prepared, prepared.fused?.graph),
+  };
 }
 
 /** `original` wraps the unmodified graph (no steering inputs); `instrumented` the edited one. */

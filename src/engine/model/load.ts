@@ -5,13 +5,17 @@
 import { type AnalysisHints, type GraphAnalysis, analyseGraph } from '../onnx/analysis.ts';
 import { parseModel } from '../onnx/model.ts';
 import { instrumentModel } from '../onnx/surgery.ts';
-import { type Backend, createSession, detectBackends } from './runtime.ts';
+import { type FusionOptions, planFusion } from '../onnx/fusion.ts';
+import { type Backend, type ort, createSession, detectBackends } from './runtime.ts';
+
+type InferenceSession = ort.InferenceSession;
 import { type ModelSource, type ProgressCallback, ModelFileError } from '../sources/source.ts';
 import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from '../sources/variants.ts';
-import { type Instrumentation, type ModelConfig, SteerableModel } from './steerable-model.ts';
+import { type FusionReport, type Instrumentation, type ModelConfig, SteerableModel } from './steerable-model.ts';
 import { TextTokenizer } from './tokenizer.ts';
 import { decoderConfigOf } from './config.ts';
 import { selfCheck } from './self-check.ts';
+import { type FusionProbe, compareProbes, probeLogits } from './fusion-check.ts';
 
 export interface LoadOptions {
   dtype?: Dtype;
@@ -27,6 +31,9 @@ export interface LoadOptions {
   ablation?: boolean;
   /** Called with config.json and the chosen dtype before the graph is downloaded; may throw to stop the load. */
   beforeDownload?: (config: ModelConfig, dtype: Dtype) => void;
+  /** Fuse torch-flavour attention and rotary into ONNX Runtime's MultiHeadAttention and RotaryEmbedding
+   *  (default true); checked against the graph as published at load, which is used instead where they differ. */
+  fuse?: boolean;
 }
 
 export interface PreparedGraph {
@@ -34,16 +41,20 @@ export interface PreparedGraph {
   graph: Uint8Array;
   externalData: { path: string; data: Uint8Array }[];
   instrumentation: Instrumentation;
+  /** The same instrumentation with contrib-op fusions, where any pattern matched (same inputs and outputs). */
+  fused?: { graph: Uint8Array; applied: string[] };
 }
 
 /** Analyse and instrument one .onnx file; `readExternal` fetches each data file the graph names. With
- *  `ablation`, every layer also gets an ablation input (a few small ops per layer and step). */
+ *  `ablation`, every layer also gets an ablation input (a few small ops per layer and step); with `fusion`,
+ *  a fused copy is made too where attention or rotary matches (fusion.ts). */
 export async function prepareGraph(
   bytes: Uint8Array,
   fileName: string,
   readExternal: (location: string, maxBytes?: number) => Promise<Uint8Array>,
   hints: AnalysisHints = {},
   ablation = false,
+  fusion?: FusionOptions,
 ): Promise<PreparedGraph> {
   const model = parseModel(bytes, fileName);
   const analysis = analyseGraph(model, { ...hints, fileName });
@@ -65,9 +76,11 @@ export async function prepareGraph(
     externalData.push({ path: location, data });
   }
   const baseName = fileName.split('/').pop()!;
-  const surgery = instrumentModel(model, analysis, { fileName: baseName, ablateLayers: ablation ? analysis.layers.map((site) => site.layer) : [] });
+  const surgeryOptions = { fileName: baseName, ablateLayers: ablation ? analysis.layers.map((site) => site.layer) : [] };
+  const surgery = instrumentModel(model, analysis, surgeryOptions);
   // Embedded weights now live in the original bytes, referenced as external data: no second copy.
   if (surgery.selfReference) externalData.push({ path: surgery.selfReference, data: bytes });
+  const plan = fusion && planFusion(model, analysis, fusion);
   return {
     analysis,
     graph: surgery.bytes,
@@ -75,6 +88,9 @@ export async function prepareGraph(
     instrumentation: {
       steeringInputs: surgery.steeringInputs, ablationInputs: surgery.ablationInputs, hiddenOutputs: surgery.hiddenOutputs, logitsFrom: surgery.logitsFrom,
     },
+    fused: plan && plan.applied.length > 0
+      ? { graph: instrumentModel(model, analysis, { ...surgeryOptions, fusion: plan }).bytes, applied: plan.applied }
+      : undefined,
   };
 }
 
@@ -83,9 +99,10 @@ export async function resolveBackend(backend: LoadOptions['backend']): Promise<B
   return (await detectBackends()).webgpu ? 'webgpu' : 'wasm';
 }
 
-export async function openSession(prepared: PreparedGraph, backend: Backend) {
+/** A session of the prepared graph as instrumented (`graph` replaces it: the fused copy). */
+export async function openSession(prepared: PreparedGraph, backend: Backend, graph = prepared.graph) {
   const gpuOutputs = prepared.analysis.kv.flatMap((entry) => [entry.keyOutput, entry.valueOutput]);
-  return createSession({ graph: prepared.graph, externalData: prepared.externalData }, backend, gpuOutputs);
+  return createSession({ graph, externalData: prepared.externalData }, backend, gpuOutputs);
 }
 
 const decodeJson = (bytes: Uint8Array, file: string, id: string): Record<string, unknown> => {
@@ -269,13 +286,60 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
     : undefined;
 
   const hints = { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size };
-  const prepared = await prepareGraph(bytes, file, readExternal, hints, options.ablation);
-  const session = await openSession(prepared, backend);
-  const model = new SteerableModel(
+  const fusion = options.fuse === false ? undefined : { heads: config.num_attention_heads };
+  const prepared = await prepareGraph(bytes, file, readExternal, hints, options.ablation, fusion);
+  const modelOf = (session: InferenceSession) => new SteerableModel(
     source.id, file, session, prepared.analysis, prepared.instrumentation,
     tokenizer, config, generationConfig, backend,
   );
+  const { session, report } = await openCheckedSession(prepared, backend, modelOf);
+  const model = modelOf(session);
+  model.fusion = report;
   // Every model a user brings is checked once: the result goes to the model panel and `tiller inspect`.
   model.selfCheck = await selfCheck(model);
   return model;
+}
+
+/**
+ * A session of the fused graph where fusion applied and it computes what the graph as published computes
+ * (probed on a short left-padded batch and a decode step); otherwise one of the graph as published, with
+ * the reason. On WASM the two sessions are open one after the other, never together: a load never holds
+ * the weights twice in ONNX Runtime.
+ */
+export async function openCheckedSession(
+  prepared: PreparedGraph, backend: Backend, modelOf: (session: InferenceSession) => SteerableModel,
+): Promise<{ session: InferenceSession; report: FusionReport }> {
+  const fused = prepared.fused;
+  if (!fused) return { session: await openSession(prepared, backend), report: { applied: [] } };
+  const fellBack = (reason: string) => `fused ${fused.applied.join(', ')}, but ${reason}: using the graph as published`;
+  const published = await openSession(prepared, backend);
+  let reference: FusionProbe;
+  try {
+    reference = await probeLogits(modelOf(published));
+  } catch (error) {
+    return { session: published, report: { applied: [], fellBack: fellBack(`the check did not run on the published graph (${(error as Error).message})`) } };
+  }
+  // On WebGPU the published session lives until the fused one exists: releasing the last session would tear
+  // down the device the next one is about to use (api.ts, replaceModel).
+  const releasePublished = () => published.release();
+  if (backend !== 'webgpu') await releasePublished();
+  let session: InferenceSession | undefined;
+  let reason: string;
+  try {
+    session = await openSession(prepared, backend, fused.graph);
+    if (backend === 'webgpu') await releasePublished();
+    const comparison = compareProbes(reference, await probeLogits(modelOf(session)));
+    if (comparison.ok) return { session, report: { applied: fused.applied, maxLogitError: comparison.error } };
+    reason = `its logits differ from the published graph's by ${comparison.error.toExponential(2)} (tolerance ${comparison.tolerance.toExponential(2)})`;
+  } catch (error) {
+    reason = `it did not run (${(error as Error).message})`;
+  }
+  const report = { applied: [], fellBack: fellBack(reason) };
+  if (backend === 'webgpu') {
+    const kept = session ? await openSession(prepared, backend) : published;
+    await session?.release();
+    return { session: kept, report };
+  }
+  await session?.release();
+  return { session: await openSession(prepared, backend), report };
 }

@@ -94,6 +94,18 @@ export interface ModelInfo {
   rowsRunSeparately?: string;
   /** The check run right after loading (absent for models opened without one). */
   selfCheck?: SelfCheckResult;
+  /** What was fused at load (absent for models opened without trying). */
+  fusion?: FusionReport;
+}
+
+/** Contrib-op fusion at load (onnx/fusion.ts): what the session runs, and why not, where it was not kept. */
+export interface FusionReport {
+  /** "5 attention blocks → MultiHeadAttention"; empty when the session runs the graph as published. */
+  applied: string[];
+  /** Largest difference of the fused graph's logits from the published graph's in the check at load. */
+  maxLogitError?: number;
+  /** Why a fused graph was not used (its check failed, or it did not run). */
+  fellBack?: string;
 }
 
 /** The cheap check run on every load: steering moves the residual by exactly v, and nothing else. */
@@ -121,6 +133,7 @@ export class SteerableModel {
   /** Per-row steering arrays for graphs run row by row, kept so each row's tensors are built once. */
   private readonly steeringByRow = new WeakMap<SteeringRow[], SteeringRow[][]>();
   selfCheck?: SelfCheckResult;
+  fusion?: FusionReport;
   private leftPaddingCheck?: Promise<boolean>;
 
   constructor(
@@ -154,6 +167,7 @@ export class SteerableModel {
       residualLayout: analysis.residualLayout,
       rowsRunSeparately: analysis.rowsCoupled,
       selfCheck: this.selfCheck,
+      fusion: this.fusion,
     };
   }
 

@@ -16,8 +16,9 @@
  * Every field the edit does not touch is copied byte for byte.
  */
 import type { GraphAnalysis } from './analysis.ts';
+import { CONTRIB_DOMAIN, type FusionPlan } from './fusion.ts';
 import { type OnnxModel, type OnnxNode, type OnnxTensor, TensorType } from './model.ts';
-import { ProtoWriter, fields } from './proto.ts';
+import { ProtoWriter, WIRE_FIXED32, fields } from './proto.ts';
 
 export interface SurgeryOptions {
   /** File name the graph was loaded as: externalised initializers point at it. */
@@ -28,6 +29,8 @@ export interface SurgeryOptions {
   ablateLayers?: number[];
   /** Embedded initializers at least this large become external data (default 1 KiB). */
   externalizeMinBytes?: number;
+  /** Contrib-op fusions (fusion.ts) applied in the same edit. */
+  fusion?: FusionPlan;
 }
 
 export interface SurgeryResult {
@@ -48,7 +51,8 @@ export interface SurgeryResult {
 
 export const LOGITS_FROM = 'tiller.logits_from';
 
-// Graph and node field numbers (onnx.proto3).
+// Model, graph and node field numbers (onnx.proto3).
+const MODEL_OPSET_IMPORT = 8;
 const GRAPH_NODE = 1;
 const GRAPH_INITIALIZER = 5;
 const GRAPH_INPUT = 11;
@@ -149,7 +153,7 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
   if (lmHead) {
     const sliced = 'tiller.lm_head_input';
     addedInputs.push(encodeTensorValueInfo(LOGITS_FROM, TensorType.INT64, [1]));
-    addedInitializers.push(encodeInt64Tensor('tiller.logits_to', Number.MAX_SAFE_INTEGER), encodeInt64Tensor('tiller.sequence_axis', 1));
+    addedInitializers.push(encodeInt64Tensor('tiller.logits_to', [Number.MAX_SAFE_INTEGER]), encodeInt64Tensor('tiller.sequence_axis', [1]));
     addedNodes.push(encodeNode('Slice', 'tiller/logits_from', [lmHead.input, LOGITS_FROM, 'tiller.logits_to', 'tiller.sequence_axis'], [sliced]));
     replacedNodes.set(lmHead.node.index, replaceNodeInput(bytes, lmHead.node, 0, sliced));
   }
@@ -161,7 +165,19 @@ export function instrumentModel(model: OnnxModel, analysis: GraphAnalysis, optio
     }
   }
 
-  const edited = rewriteGraph(model, { replacedNodes, replacedInitializers, addedNodes, addedInitializers, addedInputs, addedOutputs });
+  const fusion = options.fusion;
+  if (fusion && [...replacedNodes.keys()].some((index) => fusion.removedNodes.has(index))) {
+    throw new Error('fusion removed a node that steering edits (a residual Add or the LM head)');
+  }
+  const fused = fusion !== undefined && fusion.applied.length > 0;
+  const edited = rewriteGraph(model, {
+    replacedNodes, replacedInitializers,
+    removedNodes: fused ? fusion.removedNodes : undefined,
+    addedNodes: fused ? [...addedNodes, ...fusion.addedNodes] : addedNodes,
+    addedInitializers: fused ? [...addedInitializers, ...fusion.addedInitializers] : addedInitializers,
+    addedInputs, addedOutputs,
+    addedDomains: fused ? [CONTRIB_DOMAIN] : undefined,
+  });
   return {
     bytes: edited,
     steeringInputs,
@@ -196,10 +212,14 @@ interface GraphEdit {
   /** Node or initializer index → its new bytes. */
   replacedNodes?: Map<number, Uint8Array>;
   replacedInitializers?: Map<number, Uint8Array>;
+  /** Node indices dropped from the graph. */
+  removedNodes?: Set<number>;
   addedNodes?: Uint8Array[];
   addedInitializers?: Uint8Array[];
   addedInputs?: Uint8Array[];
   addedOutputs?: Uint8Array[];
+  /** Operator domains the added nodes use (version 1 is imported where the model lacks them). */
+  addedDomains?: string[];
 }
 
 /** The model with its graph edited; every other field copied byte for byte. */
@@ -210,7 +230,11 @@ function rewriteGraph(model: OnnxModel, edit: GraphEdit): Uint8Array {
   let initializerIndex = 0;
   for (const field of fields(bytes, graph.start, graph.end)) {
     let replacement: Uint8Array | undefined;
-    if (field.number === GRAPH_NODE) replacement = edit.replacedNodes?.get(nodeIndex++);
+    if (field.number === GRAPH_NODE) {
+      const index = nodeIndex++;
+      if (edit.removedNodes?.has(index)) continue;
+      replacement = edit.replacedNodes?.get(index);
+    }
     else if (field.number === GRAPH_INITIALIZER) replacement = edit.replacedInitializers?.get(initializerIndex++);
     if (replacement) graphWriter.bytes(field.number, replacement);
     else graphWriter.raw(bytes.subarray(field.start, field.end));
@@ -226,30 +250,47 @@ function rewriteGraph(model: OnnxModel, edit: GraphEdit): Uint8Array {
     if (field.start === model.graphField.start) modelWriter.bytes(field.number, graphWriter.finish());
     else modelWriter.raw(bytes.subarray(field.start, field.end));
   }
+  for (const domain of edit.addedDomains ?? []) {
+    if (!model.opsets.some((opset) => opset.domain === domain)) modelWriter.message(MODEL_OPSET_IMPORT, (opset) => opset.string(1, domain).int(2, 1));
+  }
   return modelWriter.finish();
 }
 
-export function encodeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: Uint8Array[] = []): Uint8Array {
+export function encodeNode(opType: string, name: string, inputs: string[], outputs: string[], attributes: Uint8Array[] = [], domain = ''): Uint8Array {
   const writer = new ProtoWriter();
   for (const input of inputs) writer.string(1, input);
   for (const output of outputs) writer.string(2, output);
   writer.string(3, name).string(4, opType);
   for (const attribute of attributes) writer.bytes(5, attribute);
+  if (domain) writer.string(7, domain);
   return writer.finish();
 }
 
-/** An INTS AttributeProto (name = 1, ints = 8, type = 20 with INTS = 7). */
-function intsAttribute(name: string, values: number[]): Uint8Array {
+// AttributeProto: name = 1, f = 2, i = 3, ints = 8, type = 20 (FLOAT = 1, INT = 2, INTS = 7).
+export function intsAttribute(name: string, values: number[]): Uint8Array {
   const writer = new ProtoWriter().string(1, name);
   for (const value of values) writer.int(8, value);
   return writer.int(20, 7).finish();
 }
 
-/** A one-element int64 initializer. */
-function encodeInt64Tensor(name: string, value: number): Uint8Array {
-  const raw = new Uint8Array(8);
-  new DataView(raw.buffer).setBigInt64(0, BigInt(value), true);
-  return new ProtoWriter().int(1, 1).int(2, TensorType.INT64).string(8, name).bytes(TENSOR_RAW_DATA, raw).finish();
+export function intAttribute(name: string, value: number): Uint8Array {
+  return new ProtoWriter().string(1, name).int(3, value).int(20, 2).finish();
+}
+
+export function floatAttribute(name: string, value: number): Uint8Array {
+  const bits = new Uint8Array(4);
+  new DataView(bits.buffer).setFloat32(0, value, true);
+  return new ProtoWriter().string(1, name).tag(2, WIRE_FIXED32).raw(bits).int(20, 1).finish();
+}
+
+/** An int64 initializer, 1-D unless `dims` says otherwise ([] for a scalar). */
+export function encodeInt64Tensor(name: string, values: number[], dims = [values.length]): Uint8Array {
+  const raw = new Uint8Array(8 * values.length);
+  const view = new DataView(raw.buffer);
+  values.forEach((value, i) => view.setBigInt64(8 * i, BigInt(value), true));
+  const writer = new ProtoWriter();
+  for (const dim of dims) writer.int(1, dim);
+  return writer.int(2, TensorType.INT64).string(8, name).bytes(TENSOR_RAW_DATA, raw).finish();
 }
 
 export function encodeTensorValueInfo(name: string, elemType: number, shape: (number | string)[]): Uint8Array {
