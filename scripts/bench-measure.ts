@@ -33,7 +33,7 @@ export interface BenchPlan {
   only?: BenchItem[];
 }
 
-export type BenchItem = 'againstTransformersJs' | 'batchedStrengths' | 'capture' | 'steerability';
+export type BenchItem = 'againstTransformersJs' | 'batchedStrengths' | 'capture' | 'steerability' | 'fusion';
 
 /** A model folder the bench runs (under the folder served as /models/ to the page). */
 export interface BenchModel {
@@ -263,8 +263,28 @@ export async function measureAgainstTransformersJs(model: SteerableModel, transf
   };
 }
 
-/** Items 1–4 and 6 on one model (item 1 unless `only` names items, the others as the plan says): `original` is the unmodified graph, `instrumented` the edited one (no EOS ids). */
-export async function measureModel(original: SteerableModel, instrumented: SteerableModel, plan: BenchPlan, transformers?: TransformersModel) {
+/**
+ * 9. The fused graph (attention and rotary as contrib ops, onnx/fusion.ts) against the same instrumentation
+ * unfused: decode tokens/s with the middle layer steered, and whether greedy decoding gives the same tokens.
+ */
+export async function measureFusion(fused: SteerableModel, unfused: SteerableModel, applied: string[], plan: BenchPlan) {
+  const { layer, vector } = benchSteering(fused);
+  const steered = [[{ layer, vector }]];
+  const rates = await interleave(plan.repeats, {
+    fused: () => decodeStepsPerSecond(fused, steered, plan.steps),
+    unfused: () => decodeStepsPerSecond(unfused, steered, plan.steps),
+  });
+  const greedy = async (model: SteerableModel) => (await generate(model, { promptIds: PROMPT, maxNewTokens: 16, rows: steered })).rows[0].tokenIds;
+  const [ours, reference] = [await greedy(fused), await greedy(unfused)];
+  const tokensPerSecond = { fused: median(rates.fused), unfused: median(rates.unfused) };
+  return { applied, tokensPerSecond, ratio: tokensPerSecond.fused / tokensPerSecond.unfused, sameTokens: ours.join() === reference.join() };
+}
+
+/** Items 1–4, 6 and 9 on one model (item 1 unless `only` names items, the others as the plan says): `original` is the unmodified graph, `instrumented` the edited one as the engine runs it (fused where fusion applied; `unfused` then beside it), no EOS ids. */
+export async function measureModel(
+  original: SteerableModel, instrumented: SteerableModel, plan: BenchPlan, transformers?: TransformersModel,
+  unfused?: { model: SteerableModel; applied: string[] },
+) {
   const wanted = (item: NonNullable<BenchPlan['only']>[number]) => !plan.only || plan.only.includes(item);
   for (const started = performance.now(); performance.now() - started < (plan.warmupSeconds ?? 0) * 1000; ) {
     await decodeStepsPerSecond(original, undefined, plan.steps);
@@ -275,6 +295,7 @@ export async function measureModel(original: SteerableModel, instrumented: Steer
     batchedStrengths: wanted('batchedStrengths') ? await measureBatchedStrengths(instrumented, plan) : undefined,
     capture: wanted('capture') ? await measureCapture(instrumented, plan) : undefined,
     steerability: wanted('steerability') && plan.scoringExamples ? await measureSteerability(instrumented, plan) : undefined,
+    fusion: unfused && wanted('fusion') ? await measureFusion(instrumented, unfused.model, unfused.applied, plan) : undefined,
   };
 }
 

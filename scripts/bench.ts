@@ -11,11 +11,12 @@
  * export flavours (tests/support/synthetic-decoder.ts), cached in .cache/bench-models/. Where a target is
  * missed, a per-operator ONNX Runtime profile of 1 vs 4 rows says where the time goes.
  *  6. the steerability pass after an extraction vs the extraction itself, on the same examples;
- *  7. persona extraction on chat models: every answer a row of one batch vs one question at a time.
+ *  7. persona extraction on chat models: every answer a row of one batch vs one question at a time;
+ *  9. fusion: the instrumented graph with attention and rotary fused (as the engine loads it) vs unfused.
  * Prints a table and writes .reports/bench.json. Never fails on a slow machine.
  * --quick: Node only, shared models only, few steps (the CI smoke test). --models a,b,
  * --backends node-wasm,chromium-wasm,chromium-webgpu and --items steerability,capture,batchedStrengths,
- * againstTransformersJs,personaExtraction,load,pageLoad (items 1 and 5 run only without --items, or 5 when named) run a subset.
+ * againstTransformersJs,personaExtraction,fusion,load,pageLoad (items 1 and 5 run only without --items, or 5 when named) run a subset.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -23,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckPair } from '../src/engine/model/check.ts';
-import { loadModel, openSession, prepareGraph } from '../src/engine/model/load.ts';
+import { loadModel, openCheckedSession, openSession, prepareGraph } from '../src/engine/model/load.ts';
 import { selfCheck } from '../src/engine/model/self-check.ts';
 import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
@@ -105,15 +106,19 @@ async function loadChild(model: BenchModel, instrumented: boolean) {
   const { file, bytes, readExternal, config } = readGraph(model);
   const started = performance.now();
   if (instrumented) {
-    const prepared = await prepareGraph(bytes, path.basename(file), readExternal);
+    // As loadModel does: fused where attention or rotary match, the fused graph checked against the published one.
+    const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, { heads: config.num_attention_heads });
     const surgeryMs = performance.now() - started;
-    const session = await openSession(prepared, 'wasm');
+    const modelOf = (session: ort.InferenceSession) =>
+      new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
+    const { session, report } = await openCheckedSession(prepared, 'wasm', modelOf);
+    if (report.fellBack) throw new Error(`${model.folder}: ${report.fellBack}`);
     // The self-check every load runs (loadModel), timed on its own as well.
-    const steerable = new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
+    const steerable = modelOf(session);
     const check = await selfCheck(steerable);
     if (!check.ok) throw new Error(`${model.folder}: ${check.message}`);
     // What the engine hands ONNX Runtime: the new graph plus buffers it already had (no copy of the weights).
-    const handedMb = (prepared.graph.length + prepared.externalData.reduce((sum, entry) => sum + entry.data.length, 0)) / 1e6;
+    const handedMb = ((prepared.fused?.graph ?? prepared.graph).length + prepared.externalData.reduce((sum, entry) => sum + entry.data.length, 0)) / 1e6;
     return { surgeryMs, selfCheckMs: check.milliseconds, totalMs: performance.now() - started, peakRssMb: process.resourceUsage().maxRSS / 1024, handedMb };
   }
   // Both sides read the external data files inside the timing (prepareGraph reads them too).
@@ -125,15 +130,15 @@ async function loadChild(model: BenchModel, instrumented: boolean) {
 }
 
 /**
- * Child mode: ONNX Runtime's own per-node profile of one-token steps of the instrumented graph with `rows`
- * rows, which ORT Web prints as JSON events on stdout for the parent to read; returns the wall time per step.
+ * Child mode: ONNX Runtime's own per-node profile of one-token steps of the instrumented graph (fused, or as
+ * published) with `rows` rows, which ORT Web prints as JSON events on stdout for the parent to read; returns the wall time per step.
  */
-async function profileChild(model: BenchModel, rows: number, steps: number) {
+async function profileChild(model: BenchModel, rows: number, steps: number, fuse: boolean) {
   const { file, bytes, readExternal, config } = readGraph(model);
-  const prepared = await prepareGraph(bytes, path.basename(file), readExternal);
+  const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, fuse ? { heads: config.num_attention_heads } : undefined);
   // The engine's own session first sets ONNX Runtime up the engine's way (threads, compiler flags).
   await (await openSession(prepared, 'wasm')).release();
-  const session = await ort.InferenceSession.create(prepared.graph, {
+  const session = await ort.InferenceSession.create(prepared.fused?.graph ?? prepared.graph, {
     executionProviders: ['wasm'], externalData: prepared.externalData, graphOptimizationLevel: 'all', enableProfiling: true,
   });
   const steerable = new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
@@ -150,45 +155,43 @@ async function profileChild(model: BenchModel, rows: number, steps: number) {
   return { wallMsPerStep };
 }
 
+type StepProfile = ReturnType<typeof profileRun>;
+
 interface ProfileEvent { cat: string; name: string; dur: number; args?: { op_name?: string } }
 
-/** Per-operator milliseconds per step (1 vs 4 rows) from ORT's profile, the step's run time, and JS time outside run(). */
-function profileBatching(model: BenchModel, steps = 24) {
-  const perRows = (rows: number) => {
-    // Megabytes of events: into a file, as ORT writes them synchronously and a pipe would refuse them (EAGAIN).
-    const eventsFile = path.join(modelsRoot, `profile-${model.folder}-${rows}.jsonl`);
-    const output = openSync(eventsFile, 'w');
-    execFileSync(process.execPath, [...process.execArgv, process.argv[1], '--child', 'profile', model.folder, String(rows), String(steps)],
-      { stdio: ['ignore', output, 'inherit'] });
-    closeSync(output);
-    const stdout = readFileSync(eventsFile, 'utf8');
-    const events: ProfileEvent[] = [];
-    for (const line of stdout.split('\n')) {
-      if (line.startsWith('{"cat"')) events.push(JSON.parse(line.replace(/,\s*$/, '')) as ProfileEvent);
-    }
-    const { wallMsPerStep } = JSON.parse(stdout.trim().split('\n').pop()!) as { wallMsPerStep: number };
-    // The first run (the first token, which also warms up) is left out: the rest are decode steps.
-    const measured = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').slice(1);
-    const perStep = Math.max(1, measured.length);
-    const byOp = new Map<string, number>();
-    let runsEnded = 0;
-    for (const event of events) {
-      // A run's node events come before its model_run event, which is written when the run ends.
-      if (event.cat === 'Session' && event.name === 'model_run') runsEnded++;
-      if (event.cat !== 'Node' || runsEnded < 1 || !event.name.endsWith('_kernel_time')) continue;
-      const op = event.args?.op_name ?? 'unknown';
-      byOp.set(op, (byOp.get(op) ?? 0) + event.dur / 1000);
-    }
-    return {
-      rows,
-      wallMsPerStep,
-      runMsPerStep: measured.reduce((sum, e) => sum + e.dur / 1000, 0) / perStep,
-      operatorsMsPerStep: Object.fromEntries([...byOp].map(([op, ms]) => [op, ms / perStep] as const).sort((a, b) => b[1] - a[1])),
-    };
+/** One row count's profile (`rows` rows, fused as the engine runs it or as published): per-operator
+ *  milliseconds per step from ORT's profile, the step's run time, and JS time outside run(). */
+function profileRun(model: BenchModel, rows: number, fuse: boolean, steps = 24) {
+  // Megabytes of events: into a file, as ORT writes them synchronously and a pipe would refuse them (EAGAIN).
+  const eventsFile = path.join(modelsRoot, `profile-${model.folder}-${rows}-${fuse ? 'fused' : 'unfused'}.jsonl`);
+  const output = openSync(eventsFile, 'w');
+  execFileSync(process.execPath, [...process.execArgv, process.argv[1], '--child', 'profile', model.folder, String(rows), String(steps), String(fuse)],
+    { stdio: ['ignore', output, 'inherit'] });
+  closeSync(output);
+  const stdout = readFileSync(eventsFile, 'utf8');
+  const events: ProfileEvent[] = [];
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith('{"cat"')) events.push(JSON.parse(line.replace(/,\s*$/, '')) as ProfileEvent);
+  }
+  const { wallMsPerStep } = JSON.parse(stdout.trim().split('\n').pop()!) as { wallMsPerStep: number };
+  // The first run (the first token, which also warms up) is left out: the rest are decode steps.
+  const measured = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').slice(1);
+  const perStep = Math.max(1, measured.length);
+  const byOp = new Map<string, number>();
+  let runsEnded = 0;
+  for (const event of events) {
+    // A run's node events come before its model_run event, which is written when the run ends.
+    if (event.cat === 'Session' && event.name === 'model_run') runsEnded++;
+    if (event.cat !== 'Node' || runsEnded < 1 || !event.name.endsWith('_kernel_time')) continue;
+    const op = event.args?.op_name ?? 'unknown';
+    byOp.set(op, (byOp.get(op) ?? 0) + event.dur / 1000);
+  }
+  return {
+    rows,
+    wallMsPerStep,
+    runMsPerStep: measured.reduce((sum, e) => sum + e.dur / 1000, 0) / perStep,
+    operatorsMsPerStep: Object.fromEntries([...byOp].map(([op, ms]) => [op, ms / perStep] as const).sort((a, b) => b[1] - a[1])),
   };
-  const one = perRows(1);
-  const four = perRows(4);
-  return { one, four };
 }
 
 /** Transformers.js on the same ONNX Runtime Web (WASM) as the engine: handed over through the global symbol it checks. */
@@ -209,12 +212,15 @@ async function benchModelNode(model: BenchModel, plan: BenchPlan) {
   const load = !items || items.includes('load') ? { plain: child('plain'), instrumented: child('instrumented') } : undefined;
 
   const { bytes, readExternal, file, config } = readGraph(model);
-  const { original, instrumented, analysis } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config);
+  // As the engine loads it: fused where attention or rotary match (item 9 compares the unfused graph beside it).
+  const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config, {}, { heads: config.num_attention_heads });
+  const unfused = fused.length > 0 && (!plan.only || plan.only.includes('fusion')) ? await openUnfused() : undefined;
   // Created after the engine's sessions, so ONNX Runtime is already set up the engine's way.
   const options: TransformersModelOptions = { dtype: model.dtype, device: 'auto', executionProviders: ['wasm'], externalData: model.externalData };
   const transformers = !plan.only || plan.only.includes('againstTransformersJs') ? await transformersGenerator(await nodeTransformers(), model.folder, options) : undefined;
-  const measurements = await measureModel(original, instrumented, plan, transformers);
+  const measurements = await measureModel(original, instrumented, plan, transformers, unfused && { model: unfused, applied: fused });
   await transformers?.dispose();
+  await unfused?.dispose();
   await original.dispose();
   await instrumented.dispose();
   return { layers: analysis.layerCount, flavour: analysis.flavour, load, ...measurements, personaExtraction: !items || items.includes('personaExtraction') ? await personaExtractionNode(model) : undefined };
@@ -236,7 +242,8 @@ interface ModelResult {
   description: string;
   backends: Partial<Record<Backend, (ModelMeasurements & { layers?: number; personaExtraction?: PersonaExtraction }) | { skipped: string }>>;
   load?: Awaited<ReturnType<typeof benchModelNode>>['load'];
-  profile?: ReturnType<typeof profileBatching>;
+  profile?: { one: StepProfile; four: StepProfile };
+  fusionProfile?: { unfused: StepProfile; fused: StepProfile };
 }
 
 type Backend = 'node-wasm' | 'chromium-wasm' | 'chromium-webgpu';
@@ -286,19 +293,32 @@ function printTable(results: ModelResult[], machine: string, pageLoad: PageLoad[
   }
   lines.push('\n8. load-to-ready in Chromium/WASM, fresh workers: after the engine worker\'s warm-up / with a cold runtime (the warm-up runs while the visitor reads the page)');
   for (const p of pageLoad) lines.push(`  ${p.model}: ${fmt(p.afterWarmUpMs, 0)} ms / ${fmt(p.coldMs, 0)} ms = **${fmt(p.ratio)}×** (warm-up ${fmt(p.warmUpMs, 0)} ms)`);
-  lines.push('\n5. load in Node/WASM (fresh processes): | model | plain ms | parse+analysis+surgery+session+self-check ms (surgery, self-check) | MB handed to ORT plain / instrumented | peak RSS MB plain / instrumented |');
+  lines.push('\n5. load in Node/WASM (fresh processes): | model | plain ms | parse+analysis+surgery+fusion check+session+self-check ms (surgery, self-check) | MB handed to ORT plain / instrumented | peak RSS MB plain / instrumented |');
   lines.push('|---|---|---|---|---|');
   for (const { model, load } of results) {
     if (!load) continue;
     lines.push(`| ${model} | ${fmt(load.plain.totalMs, 0)} | ${fmt(load.instrumented.totalMs, 0)} (${fmt(load.instrumented.surgeryMs, 1)}, ${fmt(load.instrumented.selfCheckMs, 1)}) | ` +
       `${fmt(load.plain.handedMb)} / ${fmt(load.instrumented.handedMb)} | ${fmt(load.plain.peakRssMb, 0)} / ${fmt(load.instrumented.peakRssMb, 0)} |`);
   }
-  for (const { model, profile } of results) {
-    if (!profile) continue;
-    const top = (entry: typeof profile.one) => Object.entries(entry.operatorsMsPerStep).slice(0, 6).map(([op, ms]) => `${op} ${fmt(ms)}`).join(', ');
-    lines.push(`\nprofile (4 rows missed ≤ ${TARGETS.fourRowsTime}×), ${model}, ms per decode step, ORT per-operator:`);
-    for (const entry of [profile.one, profile.four]) {
-      lines.push(`  ${entry.rows} row(s): wall ${fmt(entry.wallMsPerStep)}, session.run ${fmt(entry.runMsPerStep)} (JS outside run ${fmt(entry.wallMsPerStep - entry.runMsPerStep)}); ${top(entry)}`);
+  lines.push('\n9. fusion (onnx/fusion.ts): decode tok/s of the instrumented graph fused / unfused, middle layer steered');
+  for (const result of results) {
+    for (const [backend, entry] of Object.entries(result.backends)) {
+      const f = entry && 'steering' in entry ? entry.fusion : undefined;
+      if (f) lines.push(`  ${result.model}, ${backend}: ${fmt(f.tokensPerSecond.fused, 1)} / ${fmt(f.tokensPerSecond.unfused, 1)} = **${fmt(f.ratio)}×**, ${f.sameTokens ? 'same greedy tokens' : 'greedy tokens DIFFER'} (${f.applied.join(', ')})`);
+    }
+  }
+  const top = (entry: StepProfile, count: number) => Object.entries(entry.operatorsMsPerStep).slice(0, count).map(([op, ms]) => `${op} ${fmt(ms)}`).join(', ');
+  const profileLine = (label: string, entry: StepProfile, count: number) =>
+    `  ${label}: wall ${fmt(entry.wallMsPerStep)}, session.run ${fmt(entry.runMsPerStep)} (JS outside run ${fmt(entry.wallMsPerStep - entry.runMsPerStep)}); ${top(entry, count)}`;
+  for (const { model, profile, fusionProfile } of results) {
+    if (profile) {
+      lines.push(`\nprofile (4 rows missed ≤ ${TARGETS.fourRowsTime}×), ${model}, ms per decode step, ORT per-operator:`);
+      for (const entry of [profile.one, profile.four]) lines.push(profileLine(`${entry.rows} row(s)`, entry, 6));
+    }
+    if (fusionProfile) {
+      lines.push(`\nprofile, ${model}, one row, ms per decode step, ORT per-operator, unfused vs fused:`);
+      lines.push(profileLine('unfused', fusionProfile.unfused, 10));
+      lines.push(profileLine('fused', fusionProfile.fused, 10));
     }
   }
   console.log(lines.join('\n'));
@@ -309,7 +329,7 @@ async function main() {
   if (childIndex >= 0) {
     const [mode, folder, ...rest] = process.argv.slice(childIndex + 1);
     const model = [...SHARED_MODELS, ...SYNTHETIC_MODELS].find((m) => m.folder === folder)!;
-    const result = mode === 'profile' ? await profileChild(model, Number(rest[0]), Number(rest[1])) : await loadChild(model, mode === 'instrumented');
+    const result = mode === 'profile' ? await profileChild(model, Number(rest[0]), Number(rest[1]), rest[2] === 'true') : await loadChild(model, mode === 'instrumented');
     console.log(JSON.stringify(result));
     return;
   }
@@ -328,7 +348,11 @@ async function main() {
     Object.assign(results[index], { backends: { 'node-wasm': measured }, load });
     if (!quick && (measured.batchedStrengths?.fourRowsTimeVsOne ?? 0) > TARGETS.fourRowsTime) {
       console.error(`profiling ${model.folder} (1 vs 4 rows)…`);
-      results[index].profile = profileBatching(model);
+      results[index].profile = { one: profileRun(model, 1, true), four: profileRun(model, 4, true) };
+    }
+    if (!quick && measured.fusion) {
+      console.error(`profiling ${model.folder} (unfused vs fused)…`);
+      results[index].fusionProfile = { unfused: profileRun(model, 1, false), fused: profileRun(model, 1, true) };
     }
   }
   let chromium: ChromiumRun | undefined;

@@ -26,8 +26,10 @@ async function run({ model, backend, plan }: PageBenchRequest) {
   // No EOS: every generation runs its full length, as Transformers.js does under min_new_tokens.
   delete config.eos_token_id;
   const folder = base + model.file.slice(0, model.file.lastIndexOf('/') + 1);
-  const { original, instrumented, analysis } = await openCheckPair(
-    await read(base + model.file), model.file.split('/').pop()!, (location) => read(folder + location), backend, config);
+  // As the engine loads it: fused where attention or rotary match (item 9 compares the unfused graph beside it).
+  const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(
+    await read(base + model.file), model.file.split('/').pop()!, (location) => read(folder + location), backend, config, {}, { heads: config.num_attention_heads });
+  const unfused = fused.length > 0 && (!plan.only || plan.only.includes('fusion')) ? await openUnfused() : undefined;
   let theirs: Awaited<ReturnType<typeof transformersGenerator>> | undefined;
   try {
     if (!plan.only || plan.only.includes('againstTransformersJs')) {
@@ -42,10 +44,11 @@ async function run({ model, backend, plan }: PageBenchRequest) {
       if (theirVersion !== ort.env.versions.web) throw new Error(`Transformers.js runs ONNX Runtime Web ${theirVersion}, the engine ${ort.env.versions.web}`);
       theirs = await transformersGenerator(transformers, model.folder, { dtype: model.dtype, device: backend, externalData: model.externalData });
     }
-    const measured = await measureModel(original, instrumented, plan, theirs);
+    const measured = await measureModel(original, instrumented, plan, theirs, unfused && { model: unfused, applied: fused });
     return { layers: analysis.layerCount, ...measured, personaExtraction: backend === 'wasm' ? await personaExtraction(model, base) : undefined };
   } finally {
     await theirs?.dispose();
+    await unfused?.dispose();
     await original.dispose();
     await instrumented.dispose();
   }

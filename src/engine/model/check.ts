@@ -53,6 +53,8 @@ export async function openCheckPair(
     fused: prepared.fused?.applied ?? [],
     original: await wrap(original),
     instrumented: await wrap(prepared, prepared.fused?.graph),
+    /** The instrumented graph without the fusions, on demand (the bench compares the two). */
+    openUnfused: () => wrap(prepared),
   };
 }
 
