@@ -295,7 +295,8 @@ export function createEngine(): TillerEngine {
         await fineTune?.dispose();
         fineTune = undefined;
         fineTune = await loadFineTune(base, sourceFor(request.location), {
-          dtype: request.dtype, onProgress, signal, allowLargeModel: request.allowLargeModel, fuse: request.fuse,
+          // A fine-tune is fused (or not) as its base was, unless the request says otherwise.
+          dtype: request.dtype, onProgress, signal, allowLargeModel: request.allowLargeModel, fuse: request.fuse ?? lastLoad?.fuse,
         });
         return fineTune.info;
       }),

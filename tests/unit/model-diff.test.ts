@@ -304,4 +304,12 @@ describe('the engine API: a fine-tune beside the base, the diff, four columns', 
     expect(engine.fineTuneInfo()).toBeUndefined();
     await expect(engine.diff('diff', { prompts: NEUTRAL })).rejects.toThrow(/no fine-tune is loaded/);
   });
+
+  it('loads a fine-tune fused or not as its base was loaded', async () => {
+    expect((await engine.loadFineTune('ft', { location: at('t/sad-dogs') })).fusion?.applied).toEqual(engine.info()?.fusion?.applied);
+    expect(engine.info()?.fusion?.applied.length).toBeGreaterThan(0);
+    await engine.load('load', { location: at('t/stories'), backend: 'wasm', fuse: false });
+    expect(engine.info()?.fusion?.applied).toEqual([]);
+    expect((await engine.loadFineTune('ft', { location: at('t/sad-dogs') })).fusion?.applied).toEqual([]);
+  });
 });
