@@ -7,8 +7,6 @@ import { parseModel } from '../onnx/model.ts';
 import { instrumentModel } from '../onnx/surgery.ts';
 import { type FusionOptions, planFusion } from '../onnx/fusion.ts';
 import { type Backend, type ort, createSession, detectBackends } from './runtime.ts';
-
-type InferenceSession = ort.InferenceSession;
 import { type ModelSource, type ProgressCallback, ModelFileError } from '../sources/source.ts';
 import { DTYPES, type Dtype, dtypePreference, needsShaderF16, onnxFileForDtype, pickDtype } from '../sources/variants.ts';
 import { type FusionReport, type Instrumentation, type ModelConfig, SteerableModel } from './steerable-model.ts';
@@ -16,6 +14,8 @@ import { TextTokenizer } from './tokenizer.ts';
 import { decoderConfigOf } from './config.ts';
 import { selfCheck } from './self-check.ts';
 import { type FusionProbe, compareProbes, probeLogits } from './fusion-check.ts';
+
+type InferenceSession = ort.InferenceSession;
 
 export interface LoadOptions {
   dtype?: Dtype;

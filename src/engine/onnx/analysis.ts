@@ -6,7 +6,7 @@
  * make one layer, or one where attention and MLP are summed in parallel (GPT-NeoX, Phi). Anything it
  * cannot account for is refused with what it found.
  */
-import { type OnnxModel, type OnnxNode, type OnnxValueInfo, type Dim, TensorType, typeName, externalDataFiles } from './model.ts';
+import { type OnnxModel, type OnnxNode, type OnnxValueInfo, type Dim, TensorType, typeName, externalDataFiles, tensorLinks } from './model.ts';
 
 export type Flavour = 'torch' | 'fused';
 
@@ -108,17 +108,7 @@ function constantTensors(nodes: OnnxNode[], initializers: string[]): Set<string>
 export function analyseGraph(model: OnnxModel, hints: AnalysisHints = {}): GraphAnalysis {
   const { graph } = model;
   const fileName = hints.fileName ?? model.fileName;
-  const producers = new Map<string, OnnxNode>();
-  const consumers = new Map<string, OnnxNode[]>();
-  for (const node of graph.nodes) {
-    for (const output of node.outputs) if (output) producers.set(output, node);
-    for (const input of node.inputs) {
-      if (!input) continue;
-      let list = consumers.get(input);
-      if (!list) consumers.set(input, (list = []));
-      if (!list.includes(node)) list.push(node);
-    }
-  }
+  const { producers, consumers } = tensorLinks(graph.nodes);
   const constants = constantTensors(graph.nodes, graph.initializers.map((t) => t.name));
   const consumersOf = (name: string) => consumers.get(name) ?? [];
 

@@ -20,7 +20,7 @@
  * match exactly is left alone. Whether the result computes the same numbers is checked at load (load.ts).
  */
 import type { GraphAnalysis, KvInput } from './analysis.ts';
-import { type OnnxModel, type OnnxNode, TensorType } from './model.ts';
+import { type OnnxModel, type OnnxNode, TensorType, tensorLinks } from './model.ts';
 import { encodeInt64Tensor, encodeNode, floatAttribute, intAttribute, intsAttribute } from './surgery.ts';
 
 export const CONTRIB_DOMAIN = 'com.microsoft';
@@ -402,8 +402,8 @@ function sameInts(a: number[] | undefined, b: number[]): boolean {
 
 /** Producers, consumers and constant scalars of a graph. */
 class GraphIndex {
-  private readonly producers = new Map<string, OnnxNode>();
-  private readonly consumerLists = new Map<string, OnnxNode[]>();
+  private readonly producers: Map<string, OnnxNode>;
+  private readonly consumerLists: Map<string, OnnxNode[]>;
   private readonly outputs: Set<string>;
   private readonly initializers: Map<string, OnnxModel['graph']['initializers'][number]>;
 
@@ -414,15 +414,7 @@ class GraphIndex {
   constructor(private readonly model: OnnxModel) {
     this.nodes = model.graph.nodes;
     this.opset = model.opsets.find((entry) => entry.domain === '' || entry.domain === 'ai.onnx')?.version ?? 0;
-    for (const node of model.graph.nodes) {
-      for (const output of node.outputs) if (output) this.producers.set(output, node);
-      for (const input of node.inputs) {
-        if (!input) continue;
-        let list = this.consumerLists.get(input);
-        if (!list) this.consumerLists.set(input, (list = []));
-        if (!list.includes(node)) list.push(node);
-      }
-    }
+    ({ producers: this.producers, consumers: this.consumerLists } = tensorLinks(model.graph.nodes));
     this.outputs = new Set(model.graph.outputs.map((output) => output.name));
     this.initializers = new Map(model.graph.initializers.map((tensor) => [tensor.name, tensor]));
   }

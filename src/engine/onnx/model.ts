@@ -258,3 +258,19 @@ export function externalDataFiles(model: OnnxModel): string[] {
   }
   return [...files];
 }
+
+/** Which node writes each tensor, and which nodes read it (each reader once). */
+export function tensorLinks(nodes: OnnxNode[]): { producers: Map<string, OnnxNode>; consumers: Map<string, OnnxNode[]> } {
+  const producers = new Map<string, OnnxNode>();
+  const consumers = new Map<string, OnnxNode[]>();
+  for (const node of nodes) {
+    for (const output of node.outputs) if (output) producers.set(output, node);
+    for (const input of node.inputs) {
+      if (!input) continue;
+      let list = consumers.get(input);
+      if (!list) consumers.set(input, (list = []));
+      if (!list.includes(node)) list.push(node);
+    }
+  }
+  return { producers, consumers };
+}
