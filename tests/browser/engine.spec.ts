@@ -17,7 +17,7 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     await expect(page.getByTestId('model-info')).toContainText(`5 layers, hidden 64, torch graph, float32 residual, ${backend}`, { timeout: 60_000 });
     await expect(page.getByTestId('progress-onnx/model.onnx')).toHaveAttribute('data-done', 'true');
     // Fused by default, and kept: ORT Web ran the contrib ops and matched the published graph's logits.
-    await expect(page.getByTestId('fusion')).toHaveText(/^Fused at load: 5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding/);
+    await expect(page.getByTestId('fusion')).toHaveText(/^Fused at load: 5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding, 11 RMSNorms → SimplifiedLayerNormalization/);
 
     await page.getByRole('textbox', { name: 'Prompt', exact: true }).fill('');
     await page.getByLabel('Temperature').fill('0');

@@ -72,7 +72,7 @@ describe('tiller inspect', () => {
     expect(stdout).toMatch(/^layout\s+sequential/m);
     expect(stdout).toMatch(/^batch rows\s+independent/m);
     expect(stdout).toMatch(/^self-check\s+steering verified exact on this model \(\d+ ms\)$/m);
-    expect(stdout).toMatch(/^fused\s+5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding \(logits as published within \S+\)$/m);
+    expect(stdout).toMatch(/^fused\s+5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding, 11 RMSNorms → SimplifiedLayerNormalization \(logits as published within \S+\)$/m);
   });
 
   it('--no-fuse inspects the graph as published', async () => {

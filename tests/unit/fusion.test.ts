@@ -14,7 +14,7 @@ import { FolderSource } from '../../src/engine/sources/node-folder.ts';
 import { type DecoderShape, writeSyntheticModel } from '../support/synthetic-decoder.ts';
 import { SHARED, sharedGraphPath, sharedModel } from '../support/paths.ts';
 
-const STORIES_FUSED = ['5 attention blocks → MultiHeadAttention', '10 rotaries → RotaryEmbedding'];
+const STORIES_FUSED = ['5 attention blocks → MultiHeadAttention', '10 rotaries → RotaryEmbedding', '11 RMSNorms → SimplifiedLayerNormalization'];
 
 interface Folder {
   dir: string;
@@ -83,7 +83,7 @@ describe('fusion on stories260K-hf (a real torch export: GQA 8 query / 4 KV head
     await pair.fused.dispose();
   });
 
-  it('fuses every layer\'s attention into MultiHeadAttention and its interleaved rotaries into RotaryEmbedding, and nothing else', () => {
+  it('fuses every layer\'s attention into MultiHeadAttention, its interleaved rotaries into RotaryEmbedding and its RMSNorms into SimplifiedLayerNormalization, and nothing else', () => {
     expect(pair.applied).toEqual(STORIES_FUSED);
     const model = parseModel(bytesOf(folder));
     // Without config.json's head count: the hidden size over the KV cache's head size (64 / 8).
@@ -92,6 +92,7 @@ describe('fusion on stories260K-hf (a real torch export: GQA 8 query / 4 KV head
     const removed = model.graph.nodes.filter((node) => plan.removedNodes.has(node.index)).map((node) => node.opType);
     expect(removed.filter((op) => op === 'Softmax')).toHaveLength(5);
     expect(removed.filter((op) => op === 'Sub')).toHaveLength(10); // x₀·cos − x₁·sin, for Q and K of every layer
+    expect(removed.filter((op) => op === 'Sqrt')).toHaveLength(11); // two norms per layer and the final one
     // present.N.key/value are still the graph's own Concats, and the residual Adds are untouched.
     for (const entry of analyseGraph(model).kv) expect(plan.removedNodes.has(model.graph.nodes.find((node) => node.outputs[0] === entry.keyOutput)!.index)).toBe(false);
     for (const site of analyseGraph(model).layers) expect(plan.removedNodes.has(site.node.index)).toBe(false);
@@ -125,7 +126,7 @@ describe('fusion on synthetic torch decoders (KV heads grouped without repeat_kv
     it(`${name}: fused logits and greedy tokens equal the unfused graph's; the steering check passes`, async () => {
       const folder = folderOf(writeSyntheticModel(mkdtempSync(path.join(tmpdir(), 'tiller-fusion-')), shape, 'torch'));
       const pair = await openBoth(folder);
-      expect(pair.applied).toEqual(['2 attention blocks → MultiHeadAttention', '4 rotaries → RotaryEmbedding']);
+      expect(pair.applied).toEqual(['2 attention blocks → MultiHeadAttention', '4 rotaries → RotaryEmbedding', '5 RMSNorms → SimplifiedLayerNormalization']);
       const worst = await compareFused(pair.unfused, pair.fused, shape.vocab);
       console.log(`synthetic torch ${name}: fused vs unfused logits differ by at most ${worst.toExponential(2)} of their scale`);
       expect(worst).toBeLessThan(1e-5);
@@ -156,7 +157,7 @@ describe('what is not fused, and the check at load', () => {
     const prepared = await prepare(folder, true);
     const { session, report } = await openCheckedSession(prepared, 'wasm', (s) => steerable(folder, prepared, s));
     expect(report.applied).toEqual([]);
-    expect(report.fellBack).toMatch(/^fused 5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding, but its logits differ from the published graph's by .* using the graph as published$/);
+    expect(report.fellBack).toMatch(/^fused 5 attention blocks → MultiHeadAttention, 10 rotaries → RotaryEmbedding, 11 RMSNorms → SimplifiedLayerNormalization, but its logits differ from the published graph's by .* using the graph as published$/);
     // The session kept is the published graph's: it has no MultiHeadAttention to get wrong.
     const kept = steerable(folder, prepared, session);
     const unfused = steerable(folder, prepared, await openSession(prepared, 'wasm'));

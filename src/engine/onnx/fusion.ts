@@ -1,7 +1,7 @@
 /**
- * Rewrites the plain-op attention and rotary embeddings of torch/Optimum exports into ONNX Runtime's contrib
- * ops `com.microsoft.MultiHeadAttention` and `com.microsoft.RotaryEmbedding`, which ORT Web runs on WASM and
- * WebGPU as one kernel each.
+ * Rewrites the plain-op attention, rotary embeddings and RMSNorms of torch/Optimum exports into ONNX Runtime's
+ * fused ops `com.microsoft.MultiHeadAttention`, `com.microsoft.RotaryEmbedding` and
+ * `SimplifiedLayerNormalization`, which ORT Web runs on WASM and WebGPU as one kernel each.
  *
  * Attention, matched by structure from each Softmax over the last axis:
  *   scores = MatMul(Q', Transpose(K, [0,1,3,2])) · c   (Mul or Div by a constant scalar)
@@ -16,8 +16,10 @@
  * Rotary (matchRotary): rotate_half or interleaved pairs applied to Q or K `[batch, heads, seq, head_dim]`
  * with the export's cos and sin, which become RotaryEmbedding's caches as they are (emitRotaryCaches).
  *
- * The KV cache outputs, residual Adds and everything else are left as they were; anything that does not
- * match exactly is left alone. Whether the result computes the same numbers is checked at load (load.ts).
+ * RMSNorm (fuseRmsNorm): the norm over the last axis with a float32 weight, see matchRmsNorm.
+ *
+ * The KV cache outputs, residual Adds (steering edits them: SkipSimplifiedLayerNormalization would swallow
+ * them) and everything else are left as they were; anything that does not match exactly is left alone. Whether the result computes the same numbers is checked at load (load.ts).
  */
 import type { GraphAnalysis, KvInput } from './analysis.ts';
 import { type OnnxModel, type OnnxNode, TensorType, tensorLinks } from './model.ts';
@@ -50,6 +52,7 @@ export function planFusion(model: OnnxModel, analysis: GraphAnalysis, options: F
   const read = new Set<string>();
   fuseAttention(plan, graph, analysis.kv, heads, options.breakScale ?? false, read);
   fuseRotary(plan, graph, read);
+  fuseRmsNorm(plan, graph, read);
   removeUnread(plan, graph, read);
   return plan;
 }
@@ -108,6 +111,62 @@ function fuseRotary(plan: FusionPlan, graph: GraphIndex, read: Set<string>): voi
     rotated++;
   }
   if (rotated > 0) plan.applied.push(`${rotated} rotar${rotated === 1 ? 'y' : 'ies'} → RotaryEmbedding`);
+}
+
+/**
+ * RMSNorm as transformers exports it, x · (1 / √(mean(x²) + ε)) · w over the last axis:
+ *   Pow(x, 2) → ReduceMean(last axis, keepdims) → Add(ε) → Sqrt → Reciprocal or Div(1, ·) → Mul(x, ·) → Mul(w, ·)
+ * becomes SimplifiedLayerNormalization(x, w), computed in float32 (stash_type 1) as the export does. Only a
+ * float32 weight initializer matches: float16 exports wrap the norm in Casts, which stay as they are. Its input x
+ * is a residual, which steering edits upstream (the residual Add's branch), so the fused norm reads the steered
+ * residual as the plain ops did.
+ */
+function fuseRmsNorm(plan: FusionPlan, graph: GraphIndex, read: Set<string>): void {
+  let fused = 0;
+  for (const reduce of graph.nodes.filter((node) => node.opType === 'ReduceMean' && node.domain === '')) {
+    const match = matchRmsNorm(graph, reduce);
+    if (!match || match.removed.some((node) => plan.removedNodes.has(node.index))) continue;
+    plan.addedNodes.push(encodeNode('SimplifiedLayerNormalization', `tiller/fused_rms_norm_${fused}`, [match.input, match.weight], [match.output], [
+      intAttribute('axis', -1), floatAttribute('epsilon', match.epsilon), intAttribute('stash_type', 1),
+    ]));
+    for (const node of match.removed) plan.removedNodes.add(node.index);
+    read.add(match.input).add(match.weight);
+    fused++;
+  }
+  if (fused > 0) plan.applied.push(`${fused} RMSNorm${fused === 1 ? '' : 's'} → SimplifiedLayerNormalization`);
+}
+
+function matchRmsNorm(graph: GraphIndex, reduce: OnnxNode): { input: string; weight: string; epsilon: number; output: string; removed: OnnxNode[] } | undefined {
+  const axes = reduce.inputs[1] ? graph.ints(reduce.inputs[1]) : reduce.attributes.get('axes')?.ints;
+  // The residual is [batch, seq, hidden]: the last axis is -1 or 2.
+  if (!(sameInts(axes, [-1]) || sameInts(axes, [2])) || (reduce.attributes.get('keepdims')?.int ?? 1) !== 1) return undefined;
+  const square = graph.producer(reduce.inputs[0]);
+  if (square?.domain !== '') return undefined;
+  const x = square.inputs[0];
+  if (!(square.opType === 'Pow' && graph.scalar(square.inputs[1]) === 2) && !(square.opType === 'Mul' && square.inputs[1] === x)) return undefined;
+  const removed: OnnxNode[] = [square, reduce];
+  const next = (from: OnnxNode, opType: string) => {
+    const node = graph.onlyConsumer(from.outputs[0]);
+    if (node?.opType !== opType || node.domain !== '') return undefined;
+    removed.push(node);
+    return node;
+  };
+  const plusEpsilon = next(reduce, 'Add');
+  const epsilon = plusEpsilon && graph.scalar(plusEpsilon.inputs[plusEpsilon.inputs[0] === reduce.outputs[0] ? 1 : 0]);
+  const root = plusEpsilon && next(plusEpsilon, 'Sqrt');
+  if (epsilon === undefined || !(epsilon >= 0) || !root) return undefined;
+  // 1 / √…: Reciprocal, or Div with a constant 1 as numerator.
+  const inverse = graph.onlyConsumer(root.outputs[0]);
+  if (inverse?.domain !== '' || !(inverse.opType === 'Reciprocal' || (inverse.opType === 'Div' && inverse.inputs[1] === root.outputs[0] && graph.scalar(inverse.inputs[0]) === 1))) return undefined;
+  removed.push(inverse);
+  const normalized = next(inverse, 'Mul');
+  if (!normalized?.inputs.includes(x)) return undefined;
+  const scaled = next(normalized, 'Mul');
+  const weight = scaled?.inputs.find((input) => input !== normalized.outputs[0]);
+  if (!scaled || !weight || !graph.isFloatVector(weight)) return undefined;
+  // Pow's output feeds only the ReduceMean (the rest were checked by onlyConsumer); x may feed anything.
+  if (graph.onlyConsumer(square.outputs[0]) !== reduce) return undefined;
+  return { input: x, weight, epsilon, output: scaled.outputs[0], removed };
 }
 
 interface AttentionMatch {
@@ -462,6 +521,12 @@ class GraphIndex {
   int(name: string): number | undefined {
     const values = this.ints(name);
     return values?.length === 1 ? values[0] : undefined;
+  }
+
+  /** Whether `name` is a one-dimensional float32 initializer (a norm's weight). */
+  isFloatVector(name: string): boolean {
+    const tensor = this.initializers.get(name);
+    return tensor?.dataType === TensorType.FLOAT && tensor.dims.length === 1;
   }
 
   /** The value of a float32 scalar constant (an initializer or a Constant node), if `name` is one. */
