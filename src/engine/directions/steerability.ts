@@ -229,10 +229,11 @@ interface ScoringRow {
 /**
  * Each row's mean log-probability per continuation token, teacher-forced. Rows are sorted by length and
  * right-padded (causal: padding changes nothing read), as many per forward pass as the logits budget allows.
+ * The last continuation token is predicted, never read, so it is not fed.
  */
 async function meanLogProbabilities(model: SteerableModel, rows: ScoringRow[], logitsBudget = 1 << 24, controls: SteerabilityControls = {}): Promise<number[]> {
   const vocab = model.vocabSize;
-  const lengthOf = (row: ScoringRow) => row.example.context.length + row.example.continuation.length;
+  const lengthOf = (row: ScoringRow) => row.example.context.length + row.example.continuation.length - 1;
   const order = rows.map((_, index) => index).sort((a, b) => lengthOf(rows[a]) - lengthOf(rows[b]));
   const result = new Array<number>(rows.length);
   let first = 0;
@@ -245,7 +246,7 @@ async function meanLogProbabilities(model: SteerableModel, rows: ScoringRow[], l
     const members = order.slice(first, end);
     const width = lengthOf(rows[members[members.length - 1]]);
     const tokens = members.map((index) => {
-      const ids = [...rows[index].example.context, ...rows[index].example.continuation];
+      const ids = [...rows[index].example.context, ...rows[index].example.continuation.slice(0, -1)];
       return [...ids, ...new Array(width - ids.length).fill(ids[ids.length - 1])];
     });
     // Logits only from the first position that predicts a scored token: contexts are read, not scored.
