@@ -14,7 +14,7 @@ import { EMBEDDED_MODEL, EMBEDDED_MODELS_DIR, startAppServer } from './serve-fil
 import { type ContrastiveSet, extractDirections } from '../src/engine/directions/extract.ts';
 import { type GenerateRequest, generate } from '../src/engine/generation/generate.ts';
 import { type ControlVector, readControlVectorGguf, writeControlVectorGguf } from '../src/engine/directions/gguf.ts';
-import { loadModel, openCheckedSession, prepareGraph, readModelGraph } from '../src/engine/model/load.ts';
+import { type LoadOptions, fusionOptionsFor, loadModel, openCheckedSession, prepareGraph, readModelGraph } from '../src/engine/model/load.ts';
 import type { FusionOptions } from '../src/engine/onnx/fusion.ts';
 import { selfCheck } from '../src/engine/model/self-check.ts';
 import { type LensToken, directionLogitLens } from '../src/engine/inside/logit-lens.ts';
@@ -336,9 +336,14 @@ async function check(target: string, dtype: Dtype | undefined, backend: Backend,
   return report.ok ? 0 : 1;
 }
 
+/** A model as every command loads it: from its source flags, with progress on stderr, fused unless --no-fuse. */
+async function loadFromFlags(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags, options: Pick<LoadOptions, 'ablation'> = {}) {
+  return loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'], ...options });
+}
+
 /** Fusion options for prepareGraph: none with --no-fuse. */
 function fusionFlag(config: ModelConfig, flags: Flags): FusionOptions | undefined {
-  return flags['no-fuse'] ? undefined : { heads: config.num_attention_heads };
+  return flags['no-fuse'] ? undefined : fusionOptionsFor(config);
 }
 
 function describeFusion(fusion: FusionReport, off: boolean): string {
@@ -396,7 +401,7 @@ function promptFromFlags(flags: Flags): Pick<GenerateRequest, 'prompt' | 'messag
 async function generateCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('generate needs --prompt TEXT (it may be empty: --prompt "")');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate), fuse: !flags['no-fuse'] });
+  const model = await loadFromFlags(target, dtype, backend, flags, { ablation: Boolean(flags.ablate) });
   const result = await generate(model, {
     ...promptFromFlags(flags),
     maxNewTokens: number(flags, 'max-new-tokens') ?? 128,
@@ -419,7 +424,7 @@ async function generateCommand(target: string, dtype: Dtype | undefined, backend
 async function nextCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   if (typeof flags.prompt !== 'string') throw new UsageError('next needs --prompt TEXT');
   const vectors = await readVectorFlag(flags);
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), ablation: Boolean(flags.ablate), fuse: !flags['no-fuse'] });
+  const model = await loadFromFlags(target, dtype, backend, flags, { ablation: Boolean(flags.ablate) });
   const steering = steeringFromFlags(vectors, model, flags);
   const rows = steering.length > 0 ? [[], steering] : [[]];
   const [unsteered, steered] = await nextTokens(model, { ...promptFromFlags(flags), rows, top: number(flags, 'top') ?? 10 });
@@ -438,7 +443,7 @@ async function nextCommand(target: string, dtype: Dtype | undefined, backend: Ba
 async function lensCommand(target: string, dtype: Dtype | undefined, backend: Backend, flags: Flags): Promise<number> {
   const vectors = await readVectorFlag(flags);
   if (!vectors) throw new UsageError('lens needs --vector FILE');
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
+  const model = await loadFromFlags(target, dtype, backend, flags);
   const direction = directionFromFlags(vectors, model, flags);
   const lens = await directionLogitLens(model, direction.vector, number(flags, 'top') ?? 12);
   if (flags.json) {
@@ -457,7 +462,7 @@ async function meterCommand(target: string, dtype: Dtype | undefined, backend: B
   if (typeof flags.text !== 'string') throw new UsageError('meter needs --text TEXT');
   const vectors = await readVectorFlag(flags);
   if (!vectors) throw new UsageError('meter needs --vector FILE');
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
+  const model = await loadFromFlags(target, dtype, backend, flags);
   const direction = directionFromFlags(vectors, model, flags);
   const tokens = await textProjections(model, { text: flags.text, layer: direction.layer, direction: direction.vector });
   const scale = direction.projections && meterScaleOf(direction.projections);
@@ -484,7 +489,7 @@ async function extractCommand(target: string, dtype: Dtype | undefined, backend:
   else if (flags.positive && flags.negative) set = { kind: 'texts', positive: await readTexts(flags.positive as string), negative: await readTexts(flags.negative as string) };
   else throw new UsageError('extract needs --preset NAME, or --positive FILE and --negative FILE');
 
-  const model = await loadModel(await sourceFor(target, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
+  const model = await loadFromFlags(target, dtype, backend, flags);
   const started = performance.now();
   const extraction = await extractDirections(model, set, { method, mode }, {
     onProgress: (stage, done, total) => process.stderr.isTTY && process.stderr.write(`\r${stage} ${done}/${total}${done === total ? '\n' : ''}`),
@@ -538,7 +543,7 @@ async function diffCommand(baseTarget: string, fineTuneTarget: string | undefine
   else if (flags.prompts) prompts = await readTexts(flags.prompts as string);
   else throw new UsageError('diff needs --preset NAME (its prompts) or --prompts FILE (neutral prompts, one a line or a JSON list)');
 
-  const base = await loadModel(await sourceFor(baseTarget, flags), { dtype, backend, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
+  const base = await loadFromFlags(baseTarget, dtype, backend, flags);
   const fineTune = await loadFineTune(base, await sourceFor(fineTuneTarget, flags), { dtype, onProgress: progressPrinter(), fuse: !flags['no-fuse'] });
   const started = performance.now();
   const extraction = await diffModels(base, fineTune, { prompts, mode }, {

@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openCheckPair } from '../src/engine/model/check.ts';
-import { loadModel, openCheckedSession, openSession, prepareGraph } from '../src/engine/model/load.ts';
+import { fusionOptionsFor, loadModel, openCheckedSession, openSession, prepareGraph } from '../src/engine/model/load.ts';
 import { selfCheck } from '../src/engine/model/self-check.ts';
 import { FolderSource } from '../src/engine/sources/node-folder.ts';
 import { externalDataFiles, parseModel } from '../src/engine/onnx/model.ts';
@@ -107,7 +107,7 @@ async function loadChild(model: BenchModel, instrumented: boolean) {
   const started = performance.now();
   if (instrumented) {
     // As loadModel does: fused where attention or rotary match, the fused graph checked against the published one.
-    const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, { heads: config.num_attention_heads });
+    const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, fusionOptionsFor(config));
     const surgeryMs = performance.now() - started;
     const modelOf = (session: ort.InferenceSession) =>
       new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
@@ -135,7 +135,7 @@ async function loadChild(model: BenchModel, instrumented: boolean) {
  */
 async function profileChild(model: BenchModel, rows: number, steps: number, fuse: boolean) {
   const { file, bytes, readExternal, config } = readGraph(model);
-  const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, fuse ? { heads: config.num_attention_heads } : undefined);
+  const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, fuse ? fusionOptionsFor(config) : undefined);
   // The engine's own session first sets ONNX Runtime up the engine's way (threads, compiler flags).
   await (await openSession(prepared, 'wasm')).release();
   const session = await ort.InferenceSession.create(prepared.fused?.graph ?? prepared.graph, {
@@ -213,7 +213,7 @@ async function benchModelNode(model: BenchModel, plan: BenchPlan) {
 
   const { bytes, readExternal, file, config } = readGraph(model);
   // As the engine loads it: fused where attention or rotary match (item 9 compares the unfused graph beside it).
-  const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config, {}, { heads: config.num_attention_heads });
+  const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config, {}, fusionOptionsFor(config));
   const unfused = fused.length > 0 && (!plan.only || plan.only.includes('fusion')) ? await openUnfused() : undefined;
   // Created after the engine's sessions, so ONNX Runtime is already set up the engine's way.
   const options: TransformersModelOptions = { dtype: model.dtype, device: 'auto', executionProviders: ['wasm'], externalData: model.externalData };

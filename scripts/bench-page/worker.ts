@@ -3,7 +3,7 @@ import * as Comlink from 'comlink';
 import { openCheckPair } from '../../src/engine/model/check.ts';
 import { ort, warmUpRuntime } from '../../src/engine/model/runtime.ts';
 import type { ModelConfig } from '../../src/engine/model/steerable-model.ts';
-import { loadModel } from '../../src/engine/model/load.ts';
+import { fusionOptionsFor, loadModel } from '../../src/engine/model/load.ts';
 import { FolderUrlSource } from '../../src/engine/sources/hub.ts';
 import { type BenchModel, type BenchPlan, measureModel, measurePersonaExtraction } from '../bench-measure.ts';
 import { transformersGenerator } from '../bench-transformers.ts';
@@ -28,7 +28,7 @@ async function run({ model, backend, plan }: PageBenchRequest) {
   const folder = base + model.file.slice(0, model.file.lastIndexOf('/') + 1);
   // As the engine loads it: fused where attention or rotary match (item 9 compares the unfused graph beside it).
   const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(
-    await read(base + model.file), model.file.split('/').pop()!, (location) => read(folder + location), backend, config, {}, { heads: config.num_attention_heads });
+    await read(base + model.file), model.file.split('/').pop()!, (location) => read(folder + location), backend, config, {}, fusionOptionsFor(config));
   const unfused = fused.length > 0 && (!plan.only || plan.only.includes('fusion')) ? await openUnfused() : undefined;
   let theirs: Awaited<ReturnType<typeof transformersGenerator>> | undefined;
   try {

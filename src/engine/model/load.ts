@@ -254,6 +254,11 @@ export async function readModelGraph(
   return { config, file, bytes, readExternal };
 }
 
+/** How to fuse a model with this config.json: its query head count (the graph's KV cache gives only the KV heads). */
+export function fusionOptionsFor(config: ModelConfig): FusionOptions {
+  return { heads: config.num_attention_heads };
+}
+
 export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<SteerableModel> {
   const { onProgress, signal } = options;
   const backend = await resolveBackend(options.backend);
@@ -286,7 +291,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
     : undefined;
 
   const hints = { numHiddenLayers: config.num_hidden_layers, hiddenSize: config.hidden_size };
-  const fusion = options.fuse === false ? undefined : { heads: config.num_attention_heads };
+  const fusion = options.fuse === false ? undefined : fusionOptionsFor(config);
   const prepared = await prepareGraph(bytes, file, readExternal, hints, options.ablation, fusion);
   const modelOf = (session: InferenceSession) => new SteerableModel(
     source.id, file, session, prepared.analysis, prepared.instrumentation,
