@@ -254,7 +254,8 @@ export function createEngine(): TillerEngine {
             if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
             throw error;
           });
-        if (signal.aborted) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
+        // Cancelled after the directions were fitted: they are returned, with what scoring measured.
+        if (signal.aborted && !extraction.scoringCancelled) throw new DOMException(`${jobId} was cancelled`, 'AbortError');
         const scores = extraction.steerability;
         lastScoring = extraction.scoringExamples && scores && !scores.problem
           ? { promptSetHash: extraction.promptSetHash, examples: extraction.scoringExamples, steerability: scores }

@@ -93,6 +93,31 @@ describe('the engine API the worker exposes', () => {
     expect(await engine.cacheInfo()).toBeUndefined(); // Node has no Cache Storage
   });
 
+  it('Cancel while scoring keeps the fitted direction, recommended by separation and saying why; Cancel while capturing loses it', async () => {
+    const set = contrastiveSetOf(presetById('happy-sad-stories'));
+    let cancelled = false;
+    const file = await engine.extract('extract', { set, preset: 'happy-sad-stories' }, (stage) => {
+      if (stage === 'scoring' && !cancelled) {
+        cancelled = true;
+        engine.cancel('extract');
+      }
+    });
+    expect(file.directions).toHaveLength(5);
+    expect(file.steerability?.problem).toMatch(/^steering was not measured: scoring was cancelled, so the star marks the layer that separates best/);
+    const bestSeparation = file.directions.reduce((a, b) => ((b.separation ?? 0) > (a.separation ?? 0) ? b : a)).layer;
+    expect(file.recommendedLayer).toBe(bestSeparation);
+    expect(file.directions.every((d) => d.steerability === undefined)).toBe(true);
+    // Before the directions exist there is nothing to keep: the job says cancelled.
+    let capturing = false;
+    const early = engine.extract('extract', { set }, (stage) => {
+      if (stage === 'capturing' && !capturing) {
+        capturing = true;
+        engine.cancel('extract');
+      }
+    });
+    await expect(early).rejects.toThrow(/cancelled/);
+  });
+
   it('reads pasted text with the meter (BOS read, not measured), and reloads the same model for ablation', async () => {
     const file = await engine.extract('extract', { set: contrastiveSetOf(presetById('happy-sad-stories')) });
     const direction = file.directions[file.recommendedLayer!];

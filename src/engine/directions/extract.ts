@@ -58,6 +58,9 @@ export interface Extraction extends DirectionSet {
   coherent?: CoherentRange;
   /** The examples steering was scored on (token ids), for the coherent range at other layers. */
   scoringExamples?: ScoringExamples;
+  /** Cancelled while scoring (the directions were fitted): kept, and recommended by separation or without a
+   *  coherent range, as far as the scoring got. */
+  scoringCancelled?: boolean;
 }
 
 interface Example {
@@ -143,7 +146,19 @@ export async function extractDirections(
   scoring = scorable(scoring, options.steerability?.maxExamples ?? (set.kind === 'persona' ? 8 : undefined));
   extraction.scoringExamples = scoring;
   const progress = (done: number, total: number) => controls.onProgress?.('scoring', done, total);
-  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, options.steerability, { signal: controls.signal, onProgress: progress });
+  // Cancel while scoring keeps what is done: on deep models the pass can take longer than the extraction, and
+  // the answers and directions are the user's work.
+  const cancelled = (error: unknown) => {
+    if (!(controls.signal?.aborted && (error as Error)?.name === 'AbortError')) throw error;
+    extraction.scoringCancelled = true;
+    return undefined;
+  };
+  const started = performance.now();
+  extraction.steerability = await scoreSteerability(model, fitted.layers, scoring, options.steerability, { signal: controls.signal, onProgress: progress })
+    .catch(cancelled) ?? {
+    strength: options.steerability?.strength ?? 0.25, layers: [], unsteeredPerplexity: NaN, milliseconds: performance.now() - started,
+    problem: 'steering was not measured: scoring was cancelled, so the star marks the layer that separates best, which is not always the one that steers best; compute again to measure it',
+  };
   if (extraction.steerability.problem) return extraction;
   extraction.recommendedLayer = recommendLayer(fitted.layers, extraction.steerability.layers);
   const recommended = fitted.layers.find((l) => l.layer === extraction.recommendedLayer)!;
@@ -151,7 +166,7 @@ export async function extractDirections(
     logitsBudget: options.steerability?.logitsBudget,
     unsteeredPerplexity: extraction.steerability.unsteeredPerplexity,
     measured: measuredCoherence(extraction.steerability, recommended.layer),
-  }, { signal: controls.signal });
+  }, { signal: controls.signal }).catch(cancelled);
   return extraction;
 }
 
