@@ -90,3 +90,30 @@ test('steerability and separation on the chart, the coherent range on the slider
   }
   expect(errors).toEqual([]);
 });
+
+test('Stop scoring keeps the direction: the star falls back to separation and the chart says steering was not measured', async ({ page }) => {
+  test.setTimeout(600_000);
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto('/');
+  await expect(page.getByRole('option', { name: 'stories260K-hf' })).toBeAttached({ timeout: 60_000 });
+  await page.getByRole('combobox', { name: 'Model' }).selectOption('stories260K-hf');
+  // On the software WebGPU adapter the pass takes about a minute: time to stop it.
+  await page.getByRole('combobox', { name: 'Backend' }).selectOption('webgpu');
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 240_000 });
+  await page.getByRole('button', { name: 'Compute direction' }).click();
+  const stop = page.getByRole('button', { name: 'Stop scoring (keep the direction)' });
+  await stop.click({ timeout: 240_000 });
+  await expect(page.getByRole('status').filter({ hasText: 'Scoring stopped: the direction is kept.' })).toBeVisible({ timeout: 60_000 });
+  // Stopped during the pass: the star is separation's, and the chart says why. Stopped in the coherent-range search
+  // after it (the pass may run as one batch, which a stop cannot cut): the scores stay, the range is measured on demand.
+  const notMeasured = page.getByText(/★ marks the best separation only: steering could not be measured \(steering was not measured: scoring was cancelled/);
+  const measured = page.getByText(/★ layer \d: steering there moves the examples most/);
+  await expect(notMeasured.or(measured)).toBeVisible();
+  if (await measured.isVisible()) await expect(page.getByTestId('coherent-range')).toHaveText(/^coherent up to ±0\.\d\d here$/, { timeout: 120_000 });
+  // The direction is there to steer with: the slider is enabled and the star is on a layer.
+  await expect(page.getByRole('slider', { name: 'Strength' })).toBeEnabled();
+  await expect(page.getByRole('button', { name: /\(recommended\)$/ })).toHaveCount(1);
+  expect(errors).toEqual([]);
+});
