@@ -221,6 +221,9 @@ export function scorable(examples: ScoringExamples, max = 16): ScoringExamples {
   return { positive: pick(examples.positive), negative: pick(examples.negative) };
 }
 
+/** Rows per forward pass at most (persona answers: 8 per side × 2 signs × 4 layers). */
+const MAX_ROWS = 64;
+
 interface ScoringRow {
   example: ScoringExample;
   steering?: SteeringRow;
@@ -240,9 +243,10 @@ async function meanLogProbabilities(model: SteerableModel, rows: ScoringRow[], l
   while (first < order.length) {
     await yieldToEventLoop();
     if (controls.signal?.aborted) throw new DOMException('the steerability score was cancelled', 'AbortError');
-    // The longest row so far sets the width; add rows while the batch's logits fit the budget.
+    // The longest row so far sets the width; add rows while the batch's logits fit the budget, and at most
+    // MAX_ROWS: a pass is one session.run, which neither progress nor Cancel can enter.
     let end = first + 1;
-    while (end < order.length && (end + 1 - first) * lengthOf(rows[order[end]]) * vocab <= logitsBudget) end++;
+    while (end < order.length && end - first < MAX_ROWS && (end + 1 - first) * lengthOf(rows[order[end]]) * vocab <= logitsBudget) end++;
     const members = order.slice(first, end);
     const width = lengthOf(rows[members[members.length - 1]]);
     const tokens = members.map((index) => {
