@@ -1,5 +1,5 @@
 import { type Page, expect, test } from '@playwright/test';
-import { computeDirection, finishedRuns, generations } from '../support/playground.ts';
+import { computeDirection, finishedRuns, generations, loadLocalModel } from '../support/playground.ts';
 
 // Steering that works by default (stories260K-hf, WASM): computing a direction scores every layer for
 // steerability beside separation, the star follows steerability, the Strength slider shows the coherent range,
@@ -96,12 +96,8 @@ test('Stop scoring keeps the direction: the star falls back to separation and th
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   await page.goto('/');
-  await expect(page.getByRole('option', { name: 'stories260K-hf' })).toBeAttached({ timeout: 60_000 });
-  await page.getByRole('combobox', { name: 'Model' }).selectOption('stories260K-hf');
   // On the software WebGPU adapter the pass takes about a minute: time to stop it.
-  await page.getByRole('combobox', { name: 'Backend' }).selectOption('webgpu');
-  await page.getByRole('button', { name: 'Load model' }).click();
-  await expect(page.getByTestId('model-info')).toContainText('stories260K-hf: 5 layers', { timeout: 240_000 });
+  await loadLocalModel(page, 'stories260K-hf', 'webgpu', 5);
   await page.getByRole('button', { name: 'Compute direction' }).click();
   const stop = page.getByRole('button', { name: 'Stop scoring (keep the direction)' });
   await stop.click({ timeout: 240_000 });
