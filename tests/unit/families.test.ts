@@ -129,6 +129,32 @@ describe('q8 (dynamic quantisation: one activation scale for the whole batch)', 
   });
 });
 
+describe.each(Object.keys(STRUCTURES) as Family[])('a %s-structured torch export, fused at load', (family) => {
+  const folder = mkdtempSync(path.join(tmpdir(), `tiller-fused-${family}-`));
+  afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+  it('fuses what its structure has, keeps it past the check at load, and decodes the published graph\'s greedy tokens', async () => {
+    writeSyntheticModel(folder, SHAPE, family);
+    const fused = await loadModel(new FolderSource(folder), { backend: 'wasm' });
+    const published = await loadModel(new FolderSource(folder), { backend: 'wasm', fuse: false });
+    const structure = STRUCTURES[family];
+    expect(fused.info.fusion?.fellBack).toBeUndefined();
+    expect(fused.info.fusion?.applied).toEqual([
+      `${SHAPE.layers} attention blocks → MultiHeadAttention`,
+      ...(structure.positions === 'rotary' ? [`${2 * SHAPE.layers} rotaries → RotaryEmbedding`] : []),
+      // Two norms per layer and the final one; LayerNorm (with its mean and bias) is not an RMSNorm.
+      ...(structure.norm === 'rms' ? [`${2 * SHAPE.layers + 1} RMSNorms → SimplifiedLayerNormalization`] : []),
+    ]);
+    expect(published.info.fusion?.applied).toEqual([]);
+    const greedy = async (model: SteerableModel) => (await generate(model, {
+      promptIds: PROMPT, maxNewTokens: 16, sampling: { temperature: 0 }, rows: [[], [{ layer: 1, vector: direction(3) }]],
+    })).rows.map((row) => row.tokenIds);
+    expect(await greedy(fused)).toEqual(await greedy(published));
+    await fused.dispose();
+    await published.dispose();
+  });
+});
+
 describe('a GPT-2 model folder (config.json in GPT-2 names) loaded like a user would', () => {
   const folder = mkdtempSync(path.join(tmpdir(), 'tiller-gpt2-'));
   afterAll(() => rmSync(folder, { recursive: true, force: true }));

@@ -138,8 +138,8 @@ function fuseRmsNorm(plan: FusionPlan, graph: GraphIndex, read: Set<string>): vo
 
 function matchRmsNorm(graph: GraphIndex, reduce: OnnxNode): { input: string; weight: string; epsilon: number; output: string; removed: OnnxNode[] } | undefined {
   const axes = reduce.inputs[1] ? graph.ints(reduce.inputs[1]) : reduce.attributes.get('axes')?.ints;
-  // The residual is [batch, seq, hidden]: the last axis is -1 or 2.
-  if (!(sameInts(axes, [-1]) || sameInts(axes, [2])) || (reduce.attributes.get('keepdims')?.int ?? 1) !== 1) return undefined;
+  // Over the last axis, named as -1: a positive axis would need the input's rank to mean the same.
+  if (!sameInts(axes, [-1]) || (reduce.attributes.get('keepdims')?.int ?? 1) !== 1) return undefined;
   const square = graph.producer(reduce.inputs[0]);
   if (square?.domain !== '') return undefined;
   const x = square.inputs[0];
