@@ -19,7 +19,8 @@
  * RMSNorm (fuseRmsNorm): the norm over the last axis with a float32 weight, see matchRmsNorm.
  *
  * The KV cache outputs, residual Adds (steering edits them: SkipSimplifiedLayerNormalization would swallow
- * them) and everything else are left as they were; anything that does not match exactly is left alone. Whether the result computes the same numbers is checked at load (load.ts).
+ * them) and everything else are left as they were; anything that does not match exactly is left alone.
+ * Whether the result computes the same numbers is checked at load (load.ts).
  */
 import type { GraphAnalysis, KvInput } from './analysis.ts';
 import { type OnnxModel, type OnnxNode, TensorType, tensorLinks } from './model.ts';
