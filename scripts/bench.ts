@@ -139,7 +139,7 @@ async function profileChild(model: BenchModel, rows: number, steps: number, fuse
   // The engine's own session first sets ONNX Runtime up the engine's way (threads, compiler flags).
   await (await openSession(prepared, 'wasm')).release();
   const session = await ort.InferenceSession.create(prepared.fused?.graph ?? prepared.graph, {
-    executionProviders: ['wasm'], externalData: prepared.externalData, graphOptimizationLevel: 'all', enableProfiling: true,
+    executionProviders: ['wasm'], externalData: prepared.externalData, graphOptimizationLevel: 'all', enableProfiling: true, logSeverityLevel: 3,
   });
   const steerable = new SteerableModel(model.folder, model.file, session, prepared.analysis, prepared.instrumentation, undefined, config, {}, 'wasm');
   const layer = Math.floor(prepared.analysis.layerCount / 2);
