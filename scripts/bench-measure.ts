@@ -264,7 +264,7 @@ export async function measureAgainstTransformersJs(model: SteerableModel, transf
 }
 
 /**
- * 9. The fused graph (attention and rotary as contrib ops, onnx/fusion.ts) against the same instrumentation
+ * 9. The fused graph (attention, rotary and RMSNorm as fused ops, onnx/fusion.ts) against the same instrumentation
  * unfused: decode tokens/s with the middle layer steered, and whether greedy decoding gives the same tokens.
  */
 export async function measureFusion(fused: SteerableModel, unfused: SteerableModel, applied: string[], plan: BenchPlan) {

@@ -106,7 +106,7 @@ async function loadChild(model: BenchModel, instrumented: boolean) {
   const { file, bytes, readExternal, config } = readGraph(model);
   const started = performance.now();
   if (instrumented) {
-    // As loadModel does: fused where attention or rotary match, the fused graph checked against the published one.
+    // As loadModel does: fused where attention, rotary or RMSNorm match, the fused graph checked against the published one.
     const prepared = await prepareGraph(bytes, path.basename(file), readExternal, {}, false, fusionOptionsFor(config));
     const surgeryMs = performance.now() - started;
     const modelOf = (session: ort.InferenceSession) =>
@@ -212,7 +212,7 @@ async function benchModelNode(model: BenchModel, plan: BenchPlan) {
   const load = !items || items.includes('load') ? { plain: child('plain'), instrumented: child('instrumented') } : undefined;
 
   const { bytes, readExternal, file, config } = readGraph(model);
-  // As the engine loads it: fused where attention or rotary match (item 9 compares the unfused graph beside it).
+  // As the engine loads it: fused where attention, rotary or RMSNorm match (item 9 compares the unfused graph beside it).
   const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(bytes, path.basename(file), readExternal, 'wasm', config, {}, fusionOptionsFor(config));
   const unfused = fused.length > 0 && (!plan.only || plan.only.includes('fusion')) ? await openUnfused() : undefined;
   // Created after the engine's sessions, so ONNX Runtime is already set up the engine's way.

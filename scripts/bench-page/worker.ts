@@ -26,7 +26,7 @@ async function run({ model, backend, plan }: PageBenchRequest) {
   // No EOS: every generation runs its full length, as Transformers.js does under min_new_tokens.
   delete config.eos_token_id;
   const folder = base + model.file.slice(0, model.file.lastIndexOf('/') + 1);
-  // As the engine loads it: fused where attention or rotary match (item 9 compares the unfused graph beside it).
+  // As the engine loads it: fused where attention, rotary or RMSNorm match (item 9 compares the unfused graph beside it).
   const { original, instrumented, analysis, fused, openUnfused } = await openCheckPair(
     await read(base + model.file), model.file.split('/').pop()!, (location) => read(folder + location), backend, config, {}, fusionOptionsFor(config));
   const unfused = fused.length > 0 && (!plan.only || plan.only.includes('fusion')) ? await openUnfused() : undefined;

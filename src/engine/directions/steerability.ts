@@ -221,7 +221,7 @@ export function scorable(examples: ScoringExamples, max = 16): ScoringExamples {
   return { positive: pick(examples.positive), negative: pick(examples.negative) };
 }
 
-/** Rows per forward pass at most (persona answers: 8 per side × 2 signs × 4 layers). */
+/** Rows per forward pass at most: one layer of a text set (16 + 16 examples × 2 signs), two of persona answers (8 + 8). */
 const MAX_ROWS = 64;
 
 interface ScoringRow {

@@ -47,7 +47,7 @@ export interface PreparedGraph {
 
 /** Analyse and instrument one .onnx file; `readExternal` fetches each data file the graph names. With
  *  `ablation`, every layer also gets an ablation input (a few small ops per layer and step); with `fusion`,
- *  a fused copy is made too where attention or rotary matches (fusion.ts). */
+ *  a fused copy is made too where attention, rotary or RMSNorm matches (fusion.ts). */
 export async function prepareGraph(
   bytes: Uint8Array,
   fileName: string,
